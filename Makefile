@@ -1,0 +1,40 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both create
+# .venv, install the pinned tools, build the extension (incrementally: the
+# CMake build directory is kept in build/) and then run.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+SOURCES := $(shell find csrc python -type f -not -name '*.pyc') CMakeLists.txt pyproject.toml
+
+.PHONY: demo test bench lint clean
+
+demo: $(STAMPS)/installed
+	$(BIN)/torchwalk bench
+
+test: $(STAMPS)/installed
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMPS)/installed
+	$(BIN)/torchwalk bench
+
+lint: $(STAMPS)/installed
+	$(BIN)/ruff check python tests benchmarks
+	$(BIN)/ruff format --check python tests benchmarks
+	$(BIN)/mypy
+
+$(STAMPS)/venv: requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+# --no-build-isolation: build against the torch in .venv, not a newer one
+# that pip would fetch into an isolated build environment.
+$(STAMPS)/installed: $(STAMPS)/venv $(SOURCES)
+	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps .
+	@touch $@
+
+clean:
+	rm -rf build $(STAMPS)

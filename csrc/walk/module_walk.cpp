@@ -1,0 +1,338 @@
+#include "walk/module_walk.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "walk/hand_back.h"
+#include "walk/pointer_set.h"
+
+namespace torchwalk {
+namespace {
+
+// The dotted path of the module being visited, kept as UTF-8 and grown and
+// cut as the walk goes down and up, so that a name string is only made when a
+// name is yielded (a 100,000-deep chain then costs memory for its frames, not
+// for 100,000 paths of growing length).
+class PathBuffer {
+ public:
+  explicit PathBuffer(PyObject* prefix) {
+    Py_ssize_t size = 0;
+    const char* text = utf8_of(prefix, &size);
+    text_.assign(text, static_cast<size_t>(size));
+    if (!PyUnicode_IS_ASCII(prefix)) {
+      first_non_ascii_ = 0;
+    }
+  }
+
+  size_t length() const { return text_.size(); }
+
+  const std::string& text() const { return text_; }
+
+  void truncate(size_t length) {
+    text_.resize(length);
+    if (first_non_ascii_ >= length) {
+      first_non_ascii_ = std::string::npos;
+    }
+  }
+
+  // PyTorch's `prefix + ("." if prefix else "") + name`.
+  void append(PyObject* name) {
+    Py_ssize_t size = 0;
+    const char* text = utf8_of(name, &size);
+    if (!PyUnicode_IS_ASCII(name) && first_non_ascii_ == std::string::npos) {
+      first_non_ascii_ = text_.size();
+    }
+    if (!text_.empty()) {
+      text_.push_back('.');
+    }
+    text_.append(text, static_cast<size_t>(size));
+  }
+
+  // A new str holding the path.
+  PyObject* to_str() const { return make_str(text_.data(), text_.size(), is_ascii()); }
+
+  // A new str holding the path joined with `name`, as `append` would.
+  PyObject* joined_with(PyObject* name) {
+    if (text_.empty()) {
+      return Py_NewRef(name);  // "" + "" + name is name itself in CPython
+    }
+    size_t length = text_.size();
+    append(name);
+    PyObject* joined = make_str(text_.data(), text_.size(), is_ascii());
+    truncate(length);
+    return joined;
+  }
+
+ private:
+  static const char* utf8_of(PyObject* name, Py_ssize_t* size) {
+    // Only exact str: a str subclass could override `+`.
+    if (!PyUnicode_CheckExact(name)) {
+      hand_back();
+    }
+    const char* text = PyUnicode_AsUTF8AndSize(name, size);
+    if (text == nullptr) {  // lone surrogates: let PyTorch handle them
+      PyErr_Clear();
+      hand_back();
+    }
+    return text;
+  }
+
+  static PyObject* make_str(const char* text, size_t size, bool ascii) {
+    PyObject* str = nullptr;
+    if (ascii) {
+      str = PyUnicode_New(static_cast<Py_ssize_t>(size), 127);
+      if (str != nullptr) {
+        std::memcpy(PyUnicode_1BYTE_DATA(str), text, size);
+      }
+    } else {
+      str = PyUnicode_DecodeUTF8(text, static_cast<Py_ssize_t>(size), "strict");
+    }
+    if (str == nullptr) {
+      throw py::error_already_set();
+    }
+    return str;
+  }
+
+  bool is_ascii() const { return first_non_ascii_ == std::string::npos; }
+
+  std::string text_;
+  size_t first_non_ascii_ = std::string::npos;
+};
+
+// What the generator would yield, held as owned references until the end of
+// the walk, when it becomes one list. Nothing made during the walk is a
+// container the garbage collector tracks, so no Python code (a __del__, a
+// weakref callback) can run and change the dicts being read.
+class Results {
+ public:
+  explicit Results(bool with_names) : with_names_(with_names) {}
+
+  // Takes ownership of `name` (ignored, and may be null, without names).
+  void add(PyObject* name, PyObject* value) {
+    if (with_names_) {
+      names_.push_back(py::reinterpret_steal<py::object>(name));
+    }
+    values_.push_back(py::reinterpret_borrow<py::object>(value));
+  }
+
+  bool with_names() const { return with_names_; }
+
+  py::list to_list() {
+    py::list list(values_.size());
+    for (size_t i = 0; i < values_.size(); ++i) {
+      if (with_names_) {
+        PyObject* pair = PyTuple_New(2);
+        if (pair == nullptr) {
+          throw py::error_already_set();
+        }
+        PyTuple_SET_ITEM(pair, 0, names_[i].release().ptr());
+        PyTuple_SET_ITEM(pair, 1, values_[i].release().ptr());
+        PyList_SET_ITEM(list.ptr(), static_cast<Py_ssize_t>(i), pair);
+      } else {
+        PyList_SET_ITEM(list.ptr(), static_cast<Py_ssize_t>(i), values_[i].release().ptr());
+      }
+    }
+    return list;
+  }
+
+ private:
+  bool with_names_;
+  std::vector<py::object> names_;
+  std::vector<py::object> values_;
+};
+
+// One module whose children are being walked.
+struct Frame {
+  py::object module;
+  py::object children;  // its `_modules` dict
+  Py_ssize_t cursor;    // PyDict_Next position in `children`
+  size_t path_length;   // the path buffer's length at this module
+};
+
+// Visits modules in the order of PyTorch's recursive `named_modules`, with an
+// explicit stack. `memo` is the identity memo: filled when `remove_duplicate`,
+// only read otherwise. `visit(module, instance_dict)` is called with `path`
+// holding the module's dotted path.
+template <typename Visit>
+void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_duplicate,
+               Visit&& visit) {
+  constexpr AttributeMask kEveryModuleKeeps = kReadsDicts | mask_of(kNamedModules);
+  PointerSet ancestors;  // the cycle guard, needed only without remove_duplicate
+  std::vector<Frame> stack;
+
+  auto enter = [&](PyObject* module) {
+    // PyTorch calls `module.named_modules(memo, ...)` (a non-module has no
+    // such method), which asks `self not in memo` (hash first) and reads
+    // `self._modules`.
+    py::object dict = checked_instance_dict(module, kEveryModuleKeeps);
+    if (!facts_of(Py_TYPE(module)).hashes_by_identity) {
+      hand_back();
+    }
+    if (remove_duplicate ? !memo.insert(module) : memo.contains(module)) {
+      return;
+    }
+    PyObject* children = exact_dict_item(dict.ptr(), kModulesDict);
+    visit(module, dict.ptr());
+    if (!remove_duplicate && !ancestors.insert(module)) {
+      PyErr_Format(PyExc_RecursionError,
+                   "module graph has a cycle: the %s at '%s' contains itself, so walking it "
+                   "with remove_duplicate=False never ends",
+                   Py_TYPE(module)->tp_name, path.text().c_str());
+      throw py::error_already_set();
+    }
+    stack.push_back(Frame{py::reinterpret_borrow<py::object>(module),
+                          py::reinterpret_borrow<py::object>(children), 0, path.length()});
+  };
+
+  enter(root);
+  while (!stack.empty()) {
+    Frame& top = stack.back();
+    PyObject* name = nullptr;
+    PyObject* child = nullptr;
+    if (!PyDict_Next(top.children.ptr(), &top.cursor, &name, &child)) {
+      if (!remove_duplicate) {
+        ancestors.erase(top.module.ptr());
+      }
+      stack.pop_back();
+      continue;
+    }
+    if (child == Py_None) {
+      continue;
+    }
+    path.truncate(top.path_length);
+    path.append(name);
+    enter(child);  // may grow the stack: `top` is not used after this
+  }
+}
+
+// Adds the module's own parameters (or buffers) the way `_named_members` does.
+void add_members(PyObject* instance_dict, Leaves leaves, PathBuffer& path, PointerSet& memo,
+                 bool remove_duplicate, Results& results) {
+  PyObject* members = exact_dict_item(
+      instance_dict, leaves == Leaves::parameters ? kParametersDict : kBuffersDict);
+  Py_ssize_t cursor = 0;
+  PyObject* name = nullptr;
+  PyObject* member = nullptr;
+  while (PyDict_Next(members, &cursor, &name, &member)) {
+    if (member == Py_None) {
+      continue;
+    }
+    // `v in memo` hashes v; only id-hashing tensors behave like an address set.
+    if (!facts_of(Py_TYPE(member)).hashes_by_identity) {
+      hand_back();
+    }
+    if (remove_duplicate && !memo.insert(member)) {
+      continue;
+    }
+    // The name is built even for `parameters()`, as PyTorch does: a non-str
+    // name must fail the same way.
+    PyObject* full_name = path.joined_with(name);
+    if (!results.with_names()) {
+      Py_DECREF(full_name);
+      full_name = nullptr;
+    }
+    results.add(full_name, member);
+  }
+}
+
+// The root's class and instance keep the methods PyTorch's call goes through.
+void check_root(PyObject* root, AttributeMask root_keeps) {
+  checked_instance_dict(root, root_keeps | kReadsDicts);
+}
+
+}  // namespace
+
+std::optional<py::list> walk_members(py::handle root, const MemberQuery& query) {
+  try {
+    check_root(root.ptr(), query.root_keeps);
+    PathBuffer path(query.prefix.ptr());
+    PointerSet member_memo;
+    Results results(query.with_names);
+    if (query.recurse) {
+      PointerSet module_memo;
+      walk_tree(root.ptr(), path, module_memo, query.remove_duplicate,
+                [&](PyObject*, PyObject* instance_dict) {
+                  add_members(instance_dict, query.leaves, path, member_memo,
+                              query.remove_duplicate, results);
+                });
+    } else {
+      py::object dict = instance_dict(root.ptr());
+      add_members(dict.ptr(), query.leaves, path, member_memo, query.remove_duplicate, results);
+    }
+    return results.to_list();
+  } catch (const HandBack&) {
+    return std::nullopt;
+  }
+}
+
+std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) {
+  try {
+    check_root(root.ptr(), query.root_keeps);
+    PointerSet memo;
+    if (!query.memo.is_none()) {
+      // Only an exact set of id-hashing objects can be mirrored by addresses.
+      if (!PySet_CheckExact(query.memo.ptr())) {
+        hand_back();
+      }
+      for (py::handle seen : query.memo) {
+        if (!facts_of(Py_TYPE(seen.ptr())).hashes_by_identity) {
+          hand_back();
+        }
+        memo.insert(seen.ptr());
+      }
+    }
+    PathBuffer path(query.prefix.ptr());
+    Results results(query.with_names);
+    bool at_root = true;
+    walk_tree(root.ptr(), path, memo, query.remove_duplicate, [&](PyObject* module, PyObject*) {
+      PyObject* name = nullptr;
+      if (query.with_names) {
+        // The root is yielded under the prefix object itself.
+        name = at_root ? Py_NewRef(query.prefix.ptr()) : path.to_str();
+      }
+      at_root = false;
+      results.add(name, module);
+    });
+    py::list found = results.to_list();
+    if (!query.memo.is_none() && query.remove_duplicate) {
+      for (py::handle module : found) {
+        py::handle visited = query.with_names ? module[py::int_(1)].ptr() : module;
+        if (PySet_Add(query.memo.ptr(), visited.ptr()) != 0) {
+          throw py::error_already_set();
+        }
+      }
+    }
+    return found;
+  } catch (const HandBack&) {
+    return std::nullopt;
+  }
+}
+
+std::optional<py::list> walk_children(py::handle root, bool with_names, AttributeMask root_keeps) {
+  try {
+    py::object dict = checked_instance_dict(root.ptr(), root_keeps | kReadsDicts);
+    PyObject* children = exact_dict_item(dict.ptr(), kModulesDict);
+    PointerSet memo;
+    Results results(with_names);
+    Py_ssize_t cursor = 0;
+    PyObject* name = nullptr;
+    PyObject* child = nullptr;
+    while (PyDict_Next(children, &cursor, &name, &child)) {
+      if (child == Py_None) {
+        continue;
+      }
+      if (!facts_of(Py_TYPE(child)).hashes_by_identity) {
+        hand_back();
+      }
+      if (memo.insert(child)) {
+        results.add(with_names ? Py_NewRef(name) : nullptr, child);
+      }
+    }
+    return results.to_list();
+  } catch (const HandBack&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace torchwalk

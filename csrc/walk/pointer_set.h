@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace torchwalk {
+
+// A set of object addresses: the identity memo of a walk (`v in memo` for
+// objects that hash by id). Open addressing with linear probing over a
+// power-of-two table; `erase` shifts later entries back instead of leaving
+// tombstones, because the cycle guard inserts and erases once per module.
+class PointerSet {
+ public:
+  PointerSet() { rehash(16); }
+
+  // Adds `address`; returns false when it was already there.
+  bool insert(const void* address) {
+    if (2 * (count_ + 1) > slots_.size()) {
+      rehash(2 * slots_.size());
+    }
+    size_t slot = home_slot(address);
+    while (slots_[slot] != nullptr) {
+      if (slots_[slot] == address) {
+        return false;
+      }
+      slot = (slot + 1) & mask_;
+    }
+    slots_[slot] = address;
+    ++count_;
+    return true;
+  }
+
+  bool contains(const void* address) const {
+    for (size_t slot = home_slot(address); slots_[slot] != nullptr; slot = (slot + 1) & mask_) {
+      if (slots_[slot] == address) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void erase(const void* address) {
+    size_t hole = home_slot(address);
+    while (slots_[hole] != address) {
+      if (slots_[hole] == nullptr) {
+        return;
+      }
+      hole = (hole + 1) & mask_;
+    }
+    // Move back every later entry of the probe run whose home slot does not
+    // lie strictly between the hole and its own position.
+    for (size_t next = (hole + 1) & mask_; slots_[next] != nullptr; next = (next + 1) & mask_) {
+      size_t home = home_slot(slots_[next]);
+      bool stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
+      if (!stays) {
+        slots_[hole] = slots_[next];
+        hole = next;
+      }
+    }
+    slots_[hole] = nullptr;
+    --count_;
+  }
+
+  size_t size() const { return count_; }
+
+ private:
+  size_t home_slot(const void* address) const {
+    // Fibonacci hashing: addresses are 16-byte aligned, the high bits of the
+    // product mix all of them.
+    return (reinterpret_cast<uintptr_t>(address) * 0x9E3779B97F4A7C15ull) >> shift_;
+  }
+
+  void rehash(size_t capacity) {
+    std::vector<const void*> old_slots(capacity, nullptr);
+    old_slots.swap(slots_);
+    mask_ = capacity - 1;
+    shift_ = 64;
+    for (size_t c = capacity; c > 1; c >>= 1) {
+      --shift_;
+    }
+    count_ = 0;
+    for (const void* address : old_slots) {
+      if (address != nullptr) {
+        insert(address);
+      }
+    }
+  }
+
+  std::vector<const void*> slots_;
+  size_t mask_ = 0;
+  unsigned shift_ = 64;
+  size_t count_ = 0;
+};
+
+}  // namespace torchwalk

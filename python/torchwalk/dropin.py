@@ -1,0 +1,319 @@
+"""Drop-in replacements for ``nn.Module``'s traversal methods.
+
+Each function takes the module first and otherwise has the signature,
+defaults, results (the very same objects, in the same order) and errors of the
+``torch.nn.Module`` method of the same name. The walk runs in C++; when a
+class on the way overrides part of PyTorch's traversal (``named_modules``,
+``_named_members``, ``__hash__``, ``__getattr__``, ...), or anything else
+could make the fast path differ, the call is handed to the module's own
+method, so the answer is PyTorch's.
+
+Differences that remain by design: the iterators are built eagerly (the walk
+has finished before the first item is returned), and a module cycle walked
+with ``remove_duplicate=False`` raises ``RecursionError`` at once. A walk
+handed back to PyTorch behaves as PyTorch does, also in those two respects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin
+
+from torchwalk import _C
+
+
+def _identity_hash_torch_functions() -> tuple[Any, ...]:
+    """The ``__torch_function__`` implementations that leave ``Tensor.__hash__`` as ``id``."""
+    implementations = [
+        torch.Tensor.__dict__["__torch_function__"],
+        torch._C._disabled_torch_function_impl,
+    ]
+    if torch.Tensor.__hash__ in UninitializedTensorMixin._allowed_methods:
+        implementations.append(UninitializedTensorMixin.__dict__["__torch_function__"])
+    return tuple(implementations)
+
+
+_C.configure(nn.Module, nn.Parameter, torch.Tensor.__hash__, _identity_hash_torch_functions())
+
+
+def _given(**arguments: tuple[Any, Any]) -> dict[str, Any]:
+    """The ``(value, default)`` pairs whose value is not the default, as keywords.
+
+    A call handed back to an overriding method passes only what the caller
+    changed, so that the override's own defaults apply, as with a direct call.
+    """
+    return {
+        name: value
+        for name, (value, default) in arguments.items()
+        if not (type(value) is type(default) and value == default)
+    }
+
+
+def named_parameters(
+    module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+) -> Iterator[tuple[str, nn.Parameter]]:
+    r"""Return an iterator over module parameters, yielding both the name of the parameter as well as the parameter itself.
+
+    Same as ``module.named_parameters(prefix, recurse, remove_duplicate)``.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        prefix (str): prefix to prepend to all parameter names.
+        recurse (bool): if True, then yields parameters of this module
+            and all submodules. Otherwise, yields only parameters that
+            are direct members of this module.
+        remove_duplicate (bool, optional): whether to remove the duplicated
+            parameters in the result. Defaults to True.
+
+    Yields:
+        (str, Parameter): Tuple containing the name and parameter
+
+    Example::
+
+        >>> for name, param in tw.named_parameters(model):
+        >>>     if name in ['bias']:
+        >>>         print(param.size())
+    """
+    found = _C.named_parameters(module, prefix, recurse, remove_duplicate)
+    if found is None:
+        return module.named_parameters(
+            **_given(
+                prefix=(prefix, ""), recurse=(recurse, True), remove_duplicate=(remove_duplicate, True)
+            )
+        )
+    return iter(found)
+
+
+def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter]:
+    r"""Return an iterator over module parameters.
+
+    Same as ``module.parameters(recurse)``; typically passed to an optimizer.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        recurse (bool): if True, then yields parameters of this module
+            and all submodules. Otherwise, yields only parameters that
+            are direct members of this module.
+
+    Yields:
+        Parameter: module parameter
+
+    Example::
+
+        >>> optimizer = torch.optim.AdamW(tw.parameters(model), lr=1e-3)
+    """
+    found = _C.parameters(module, recurse)
+    if found is None:
+        return module.parameters(**_given(recurse=(recurse, True)))
+    return iter(found)
+
+
+def named_buffers(
+    module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+) -> Iterator[tuple[str, torch.Tensor]]:
+    r"""Return an iterator over module buffers, yielding both the name of the buffer as well as the buffer itself.
+
+    Same as ``module.named_buffers(prefix, recurse, remove_duplicate)``.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        prefix (str): prefix to prepend to all buffer names.
+        recurse (bool, optional): if True, then yields buffers of this module
+            and all submodules. Otherwise, yields only buffers that
+            are direct members of this module. Defaults to True.
+        remove_duplicate (bool, optional): whether to remove the duplicated buffers
+            in the result. Defaults to True.
+
+    Yields:
+        (str, torch.Tensor): Tuple containing the name and buffer
+
+    Example::
+
+        >>> for name, buf in tw.named_buffers(model):
+        >>>     if name in ['running_var']:
+        >>>         print(buf.size())
+    """
+    found = _C.named_buffers(module, prefix, recurse, remove_duplicate)
+    if found is None:
+        return module.named_buffers(
+            **_given(
+                prefix=(prefix, ""), recurse=(recurse, True), remove_duplicate=(remove_duplicate, True)
+            )
+        )
+    return iter(found)
+
+
+def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
+    r"""Return an iterator over module buffers.
+
+    Same as ``module.buffers(recurse)``.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        recurse (bool): if True, then yields buffers of this module
+            and all submodules. Otherwise, yields only buffers that
+            are direct members of this module.
+
+    Yields:
+        torch.Tensor: module buffer
+    """
+    found = _C.buffers(module, recurse)
+    if found is None:
+        return module.buffers(**_given(recurse=(recurse, True)))
+    return iter(found)
+
+
+def named_modules(
+    module: nn.Module,
+    memo: set[nn.Module] | None = None,
+    prefix: str = "",
+    remove_duplicate: bool = True,
+) -> Iterator[tuple[str, nn.Module]]:
+    r"""Return an iterator over all modules in the network, yielding both the name of the module as well as the module itself.
+
+    Same as ``module.named_modules(memo, prefix, remove_duplicate)``, including
+    the modules it adds to ``memo``.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        memo: a memo to store the set of modules already added to the result
+        prefix: a prefix that will be added to the name of the module
+        remove_duplicate: whether to remove the duplicated module instances in the result
+            or not
+
+    Yields:
+        (str, Module): Tuple of name and module
+
+    Raises:
+        RecursionError: if the module graph has a cycle and ``remove_duplicate``
+            is False (PyTorch recurses until the interpreter's limit).
+    """
+    found = _C.named_modules(module, memo, prefix, remove_duplicate)
+    if found is None:
+        return module.named_modules(
+            **_given(memo=(memo, None), prefix=(prefix, ""), remove_duplicate=(remove_duplicate, True))
+        )
+    return iter(found)
+
+
+def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
+    r"""Return an iterator over all modules in the network.
+
+    Same as ``module.modules(remove_duplicate)``.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        remove_duplicate: whether to remove the duplicated module instances in the result
+            or not.
+
+    Yields:
+        Module: a module in the network
+    """
+    found = _C.modules(module, remove_duplicate)
+    if found is None:
+        return module.modules(**_given(remove_duplicate=(remove_duplicate, True)))
+    return iter(found)
+
+
+def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    r"""Return an iterator over immediate children modules, yielding both the name of the module as well as the module itself.
+
+    Same as ``module.named_children()``.
+
+    Yields:
+        (str, Module): Tuple containing a name and child module
+    """
+    found = _C.named_children(module)
+    if found is None:
+        return module.named_children()
+    return iter(found)
+
+
+def children(module: nn.Module) -> Iterator[nn.Module]:
+    r"""Return an iterator over immediate children modules.
+
+    Same as ``module.children()``.
+
+    Yields:
+        Module: a child module
+    """
+    found = _C.children(module)
+    if found is None:
+        return module.children()
+    return iter(found)
+
+
+def get_submodule(module: nn.Module, target: str) -> nn.Module:
+    r"""Return the submodule given by ``target`` if it exists, otherwise throw an error.
+
+    Same as ``module.get_submodule(target)``.
+
+    Args:
+        module (nn.Module): the root of the search.
+        target: The fully-qualified string name of the submodule
+            to look for, e.g. ``"net_b.net_c.conv"``.
+
+    Returns:
+        torch.nn.Module: The submodule referenced by ``target``
+
+    Raises:
+        AttributeError: If at any point along the path resulting from
+            the target string the (sub)path resolves to a non-existent
+            attribute name or an object that is not an instance of ``nn.Module``.
+    """
+    found = _C.get_submodule(module, target)
+    if found is None:
+        return module.get_submodule(target)
+    return found  # type: ignore[no-any-return]
+
+
+def get_parameter(module: nn.Module, target: str) -> nn.Parameter:
+    r"""Return the parameter given by ``target`` if it exists, otherwise throw an error.
+
+    Same as ``module.get_parameter(target)``.
+
+    Args:
+        module (nn.Module): the root of the search.
+        target: The fully-qualified string name of the Parameter
+            to look for, e.g. ``"net_b.linear.weight"``.
+
+    Returns:
+        torch.nn.Parameter: The Parameter referenced by ``target``
+
+    Raises:
+        AttributeError: If the target string references an invalid
+            path or resolves to something that is not an
+            ``nn.Parameter``
+    """
+    found = _C.get_parameter(module, target)
+    if found is None:
+        return module.get_parameter(target)
+    return found  # type: ignore[no-any-return]
+
+
+def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
+    r"""Return the buffer given by ``target`` if it exists, otherwise throw an error.
+
+    Same as ``module.get_buffer(target)``.
+
+    Args:
+        module (nn.Module): the root of the search.
+        target: The fully-qualified string name of the buffer
+            to look for, e.g. ``"net_b.bn.running_mean"``.
+
+    Returns:
+        torch.Tensor: The buffer referenced by ``target``
+
+    Raises:
+        AttributeError: If the target string references an invalid
+            path or resolves to something that is not a
+            buffer
+    """
+    found = _C.get_buffer(module, target)
+    if found is None:
+        return module.get_buffer(target)
+    return found  # type: ignore[no-any-return]
