@@ -24,14 +24,16 @@ py::object resolve_attribute(PyObject* module, PyObject* name) {
     return py::reinterpret_borrow<py::object>(attribute);
   }
   for (ModuleAttribute members : {kParametersDict, kBuffersDict, kModulesDict}) {
-    PyObject* dict_of_members = PyDict_GetItemWithError(dict.ptr(), attribute_name(members));
-    if (dict_of_members == nullptr) {
+    PyObject* found = PyDict_GetItemWithError(dict.ptr(), attribute_name(members));
+    if (found == nullptr) {
       continue;
     }
-    if (!PyDict_CheckExact(dict_of_members)) {
+    // Owned: the lookup below can run a key's __eq__, which could drop it.
+    auto dict_of_members = py::reinterpret_borrow<py::object>(found);
+    if (!PyDict_CheckExact(found)) {
       hand_back();
     }
-    if (PyObject* member = PyDict_GetItemWithError(dict_of_members, name)) {
+    if (PyObject* member = PyDict_GetItemWithError(dict_of_members.ptr(), name)) {
       return py::reinterpret_borrow<py::object>(member);
     }
   }
@@ -113,8 +115,8 @@ std::optional<py::object> find_buffer(py::handle root, py::handle target, Attrib
     py::object buffer = resolve_attribute(module.ptr(), buffer_name.ptr());
     // PyTorch then asks `buffer_name in module._buffers`.
     py::object dict = instance_dict(module.ptr());
-    PyObject* buffers = exact_dict_item(dict.ptr(), kBuffersDict);
-    if (PyDict_GetItemWithError(buffers, buffer_name.ptr()) == nullptr) {
+    py::object buffers = exact_dict_item(dict.ptr(), kBuffersDict);
+    if (PyDict_GetItemWithError(buffers.ptr(), buffer_name.ptr()) == nullptr) {
       PyErr_Clear();
       hand_back();
     }

@@ -25,6 +25,10 @@ struct Configuration {
   PyObject* tensor_hash = nullptr;
   std::vector<PyObject*> identity_torch_functions;
   PyObject* names[kModuleAttributeCount] = {};
+  // nn.Module's own attributes when torchwalk was imported: a class keeps an
+  // attribute when it still resolves to this object (patching nn.Module
+  // itself is an override too).
+  PyObject* originals[kModuleAttributeCount] = {};
   PyObject* hash_name = nullptr;
   PyObject* torch_function_name = nullptr;
 };
@@ -68,8 +72,7 @@ ClassFacts compute_facts(PyTypeObject* cls) {
   facts.hashes_by_identity = is_identity_hash(cls);
   if (facts.is_module) {
     for (unsigned attribute = 0; attribute < kModuleAttributeCount; ++attribute) {
-      PyObject* name = config.names[attribute];
-      if (_PyType_Lookup(cls, name) == _PyType_Lookup(config.module_class, name)) {
+      if (_PyType_Lookup(cls, config.names[attribute]) == config.originals[attribute]) {
         facts.kept |= mask_of(static_cast<ModuleAttribute>(attribute));
       }
     }
@@ -93,6 +96,8 @@ void configure_classes(PyObject* module_class, PyObject* parameter_class, PyObje
   }
   for (unsigned attribute = 0; attribute < kModuleAttributeCount; ++attribute) {
     config.names[attribute] = PyUnicode_InternFromString(kAttributeNames[attribute]);
+    PyObject* original = _PyType_Lookup(config.module_class, config.names[attribute]);
+    config.originals[attribute] = original == nullptr ? nullptr : Py_NewRef(original);
   }
   config.hash_name = PyUnicode_InternFromString("__hash__");
   config.torch_function_name = PyUnicode_InternFromString("__torch_function__");

@@ -6,7 +6,8 @@
 // `_named_members`, which calls `named_modules` on every module, which reads
 // `_modules` and puts each module in a set). A class that overrides any link
 // of that chain changes the result, so the walker asks, for every class it
-// meets, whether the class still resolves those attributes to nn.Module's own.
+// meets, whether the class still resolves those attributes to the objects
+// nn.Module had when torchwalk was imported.
 // The answers are cached per class and invalidated through CPython's type
 // version tag, which changes when a class (or one of its bases) is modified
 // and is never reused by another class.

@@ -31,14 +31,15 @@ inline py::object instance_dict(PyObject* object) {
 }
 
 // `instance_dict[name]` when it is an exact dict (what `module._modules`
-// returns for a class that keeps kReadsDicts); a hand-back otherwise.
-inline PyObject* exact_dict_item(PyObject* dict, ModuleAttribute attribute) {
+// returns for a class that keeps kReadsDicts); a hand-back otherwise. Owned:
+// a later lookup in the same instance dict can run a key's __eq__.
+inline py::object exact_dict_item(PyObject* dict, ModuleAttribute attribute) {
   PyObject* item = PyDict_GetItemWithError(dict, attribute_name(attribute));
   if (item == nullptr || !PyDict_CheckExact(item)) {
     PyErr_Clear();
     hand_back();
   }
-  return item;
+  return py::reinterpret_borrow<py::object>(item);
 }
 
 // The module's class and instance keep `mask`; the instance dict is returned.

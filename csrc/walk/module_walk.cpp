@@ -55,6 +55,9 @@ class PathBuffer {
   // A new str holding the path joined with `name`, as `append` would.
   PyObject* joined_with(PyObject* name) {
     if (text_.empty()) {
+      if (!PyUnicode_CheckExact(name)) {
+        hand_back();  // "" + "" + name raises, or calls a str subclass's __radd__
+      }
       return Py_NewRef(name);  // "" + "" + name is name itself in CPython
     }
     size_t length = text_.size();
@@ -100,13 +103,35 @@ class PathBuffer {
   size_t first_non_ascii_ = std::string::npos;
 };
 
+// Pauses Python's cyclic garbage collector for its lifetime. Nothing else can
+// run meanwhile (the GIL is held), and collection timing is not semantics.
+class GarbageCollectorPause {
+ public:
+  GarbageCollectorPause() : was_enabled_(PyGC_Disable() != 0) {}
+  ~GarbageCollectorPause() {
+    if (was_enabled_) {
+      PyGC_Enable();
+    }
+  }
+  GarbageCollectorPause(const GarbageCollectorPause&) = delete;
+  GarbageCollectorPause& operator=(const GarbageCollectorPause&) = delete;
+
+ private:
+  bool was_enabled_;
+};
+
 // What the generator would yield, held as owned references until the end of
 // the walk, when it becomes one list. Nothing made during the walk is a
 // container the garbage collector tracks, so no Python code (a __del__, a
 // weakref callback) can run and change the dicts being read.
 class Results {
  public:
-  explicit Results(bool with_names) : with_names_(with_names) {}
+  explicit Results(bool with_names) : with_names_(with_names) {
+    values_.reserve(kTypicalCount);
+    if (with_names) {
+      names_.reserve(kTypicalCount);
+    }
+  }
 
   // Takes ownership of `name` (ignored, and may be null, without names).
   void add(PyObject* name, PyObject* value) {
@@ -119,6 +144,10 @@ class Results {
   bool with_names() const { return with_names_; }
 
   py::list to_list() {
+    // Tens of thousands of new tuples would trigger dozens of collections,
+    // each traversing the whole model; pausing the collector makes it run
+    // once afterwards instead.
+    GarbageCollectorPause pause;
     py::list list(values_.size());
     for (size_t i = 0; i < values_.size(); ++i) {
       if (with_names_) {
@@ -137,6 +166,8 @@ class Results {
   }
 
  private:
+  static constexpr size_t kTypicalCount = 16;
+
   bool with_names_;
   std::vector<py::object> names_;
   std::vector<py::object> values_;
@@ -150,6 +181,18 @@ struct Frame {
   size_t path_length;   // the path buffer's length at this module
 };
 
+[[noreturn]] void raise_cycle(PyObject* module, const std::string& path) {
+  constexpr size_t kShownPathLength = 200;
+  std::string shown = path.size() <= kShownPathLength
+                          ? path
+                          : "..." + path.substr(path.size() - kShownPathLength);
+  PyErr_Format(PyExc_RecursionError,
+               "module graph has a cycle: the %s at '%s' contains itself, so walking it with "
+               "remove_duplicate=False never ends",
+               Py_TYPE(module)->tp_name, shown.c_str());
+  throw py::error_already_set();
+}
+
 // Visits modules in the order of PyTorch's recursive `named_modules`, with an
 // explicit stack. `memo` is the identity memo: filled when `remove_duplicate`,
 // only read otherwise. `visit(module, instance_dict)` is called with `path`
@@ -160,8 +203,13 @@ void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_d
   constexpr AttributeMask kEveryModuleKeeps = kReadsDicts | mask_of(kNamedModules);
   PointerSet ancestors;  // the cycle guard, needed only without remove_duplicate
   std::vector<Frame> stack;
+  stack.reserve(16);
 
-  auto enter = [&](PyObject* module) {
+  auto enter = [&](PyObject* borrowed_module) {
+    // Owned from here on: the instance dict lookups below can run a key's
+    // __eq__, which could remove the module from its parent.
+    auto owned_module = py::reinterpret_borrow<py::object>(borrowed_module);
+    PyObject* module = owned_module.ptr();
     // PyTorch calls `module.named_modules(memo, ...)` (a non-module has no
     // such method), which asks `self not in memo` (hash first) and reads
     // `self._modules`.
@@ -172,17 +220,12 @@ void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_d
     if (remove_duplicate ? !memo.insert(module) : memo.contains(module)) {
       return;
     }
-    PyObject* children = exact_dict_item(dict.ptr(), kModulesDict);
+    py::object children = exact_dict_item(dict.ptr(), kModulesDict);
     visit(module, dict.ptr());
     if (!remove_duplicate && !ancestors.insert(module)) {
-      PyErr_Format(PyExc_RecursionError,
-                   "module graph has a cycle: the %s at '%s' contains itself, so walking it "
-                   "with remove_duplicate=False never ends",
-                   Py_TYPE(module)->tp_name, path.text().c_str());
-      throw py::error_already_set();
+      raise_cycle(module, path.text());
     }
-    stack.push_back(Frame{py::reinterpret_borrow<py::object>(module),
-                          py::reinterpret_borrow<py::object>(children), 0, path.length()});
+    stack.push_back(Frame{std::move(owned_module), std::move(children), 0, path.length()});
   };
 
   enter(root);
@@ -209,12 +252,12 @@ void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_d
 // Adds the module's own parameters (or buffers) the way `_named_members` does.
 void add_members(PyObject* instance_dict, Leaves leaves, PathBuffer& path, PointerSet& memo,
                  bool remove_duplicate, Results& results) {
-  PyObject* members = exact_dict_item(
+  py::object members = exact_dict_item(
       instance_dict, leaves == Leaves::parameters ? kParametersDict : kBuffersDict);
   Py_ssize_t cursor = 0;
   PyObject* name = nullptr;
   PyObject* member = nullptr;
-  while (PyDict_Next(members, &cursor, &name, &member)) {
+  while (PyDict_Next(members.ptr(), &cursor, &name, &member)) {
     if (member == Py_None) {
       continue;
     }
@@ -312,13 +355,13 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
 std::optional<py::list> walk_children(py::handle root, bool with_names, AttributeMask root_keeps) {
   try {
     py::object dict = checked_instance_dict(root.ptr(), root_keeps | kReadsDicts);
-    PyObject* children = exact_dict_item(dict.ptr(), kModulesDict);
+    py::object children = exact_dict_item(dict.ptr(), kModulesDict);
     PointerSet memo;
     Results results(with_names);
     Py_ssize_t cursor = 0;
     PyObject* name = nullptr;
     PyObject* child = nullptr;
-    while (PyDict_Next(children, &cursor, &name, &child)) {
+    while (PyDict_Next(children.ptr(), &cursor, &name, &child)) {
       if (child == Py_None) {
         continue;
       }

@@ -8,16 +8,20 @@ namespace torchwalk {
 
 // A set of object addresses: the identity memo of a walk (`v in memo` for
 // objects that hash by id). Open addressing with linear probing over a
-// power-of-two table; `erase` shifts later entries back instead of leaving
-// tombstones, because the cycle guard inserts and erases once per module.
+// power-of-two table, held inline until it outgrows it (most walks are of
+// small models, where a heap allocation per set shows); `erase` shifts later
+// entries back instead of leaving tombstones, because the cycle guard inserts
+// and erases once per module.
 class PointerSet {
  public:
-  PointerSet() { rehash(16); }
+  PointerSet() = default;
+  PointerSet(const PointerSet&) = delete;  // `slots_` may point into the object itself
+  PointerSet& operator=(const PointerSet&) = delete;
 
   // Adds `address`; returns false when it was already there.
   bool insert(const void* address) {
-    if (2 * (count_ + 1) > slots_.size()) {
-      rehash(2 * slots_.size());
+    if (2 * (count_ + 1) > capacity_) {
+      rehash(2 * capacity_);
     }
     size_t slot = home_slot(address);
     while (slots_[slot] != nullptr) {
@@ -72,24 +76,29 @@ class PointerSet {
   }
 
   void rehash(size_t capacity) {
-    std::vector<const void*> old_slots(capacity, nullptr);
-    old_slots.swap(slots_);
+    std::vector<const void*> entries(slots_, slots_ + capacity_);
+    heap_slots_.assign(capacity, nullptr);
+    slots_ = heap_slots_.data();
+    capacity_ = capacity;
     mask_ = capacity - 1;
-    shift_ = 64;
-    for (size_t c = capacity; c > 1; c >>= 1) {
-      --shift_;
-    }
+    --shift_;
     count_ = 0;
-    for (const void* address : old_slots) {
+    for (const void* address : entries) {
       if (address != nullptr) {
         insert(address);
       }
     }
   }
 
-  std::vector<const void*> slots_;
-  size_t mask_ = 0;
-  unsigned shift_ = 64;
+  static constexpr size_t kInlineCapacity = 32;
+  static constexpr unsigned kInlineShift = 64 - 5;  // log2(kInlineCapacity) = 5
+
+  const void* inline_slots_[kInlineCapacity] = {};
+  std::vector<const void*> heap_slots_;
+  const void** slots_ = inline_slots_;
+  size_t capacity_ = kInlineCapacity;
+  size_t mask_ = kInlineCapacity - 1;
+  unsigned shift_ = kInlineShift;
   size_t count_ = 0;
 };
 

@@ -1,0 +1,43 @@
+"""Test-wide settings: hypothesis profiles and the `slow` marker.
+
+The default "ci" profile is derandomized (the same examples on every run, so a
+failure reproduces) and sized so that the equality tests together draw well
+over 500 trees. ``TORCHWALK_LONG_TESTS=1`` selects the "long" profile, with
+random examples and many more of them, and enables the tests marked `slow`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+LONG_TESTS = os.environ.get("TORCHWALK_LONG_TESTS") == "1"
+
+settings.register_profile(
+    "ci",
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long",
+    max_examples=3000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("long" if LONG_TESTS else "ci")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if LONG_TESTS:
+        return
+    skip_slow = pytest.mark.skip(reason="long run: set TORCHWALK_LONG_TESTS=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

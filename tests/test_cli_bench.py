@@ -1,0 +1,119 @@
+"""``torchwalk bench`` and the command line's handling of bad input (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from torchwalk import bench, cli, zoo
+
+
+def run_torchwalk(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m torchwalk ARGUMENTS`` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "torchwalk", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_bench_prints_a_table_for_the_seed() -> None:
+    completed = run_torchwalk("bench", "--models", "seed")
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = completed.stdout.splitlines()
+    assert any(
+        line.split() == ["model", "function", "torch", "torchwalk", "ratio"] for line in lines
+    )
+    rows = [line.split() for line in lines if line.startswith("seed ")]
+    functions = [row[1] for row in rows]
+    assert functions == [case.function for case in bench.cases(zoo.build("seed"))]
+    assert all(row[-1].endswith("x") and float(row[-1][:-1]) > 0 for row in rows)
+    assert any(line.startswith("machine: ") for line in lines)
+
+
+def test_unknown_model_is_one_line_and_exit_status_2() -> None:
+    completed = run_torchwalk("bench", "--models", "gpt-5")
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert len(completed.stderr.splitlines()) == 1
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["bench", "--models", "seed,nope"],
+        ["bench", "--models", ","],
+        ["bench", "--bogus"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_bad_input_in_process_is_one_line_and_exit_status_2(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(arguments) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1
+    assert captured.err.startswith("torchwalk")
+
+
+def test_unknown_model_message_names_it_and_the_known_models(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["bench", "--models", "gpt-5"]) == 2
+    error = capsys.readouterr().err
+    assert "'gpt-5'" in error
+    assert all(name in error for name in zoo.names())
+
+
+def test_bench_json_has_one_row_per_case(capsys: pytest.CaptureFixture[str]) -> None:
+    report = bench.run(["seed"], time_per_case_s=0.0, min_sample_s=1e-5)
+    as_json = json.loads(report.to_json())
+    assert as_json["machine"]["torch"]
+    assert list(as_json["build_seconds"]) == ["seed"]
+    rows = as_json["measurements"]
+    assert [row["function"] for row in rows] == [m.function for m in report.measurements]
+    assert all(row["samples"] >= bench.MIN_SAMPLES for row in rows)
+    assert all(row["ratio"] == row["torch_median_s"] / row["torchwalk_median_s"] for row in rows)
+
+
+def test_bench_rejects_unknown_models_before_building_any() -> None:
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        bench.run(["seed", "nope"])
+
+
+def test_cases_cover_every_drop_in_on_a_model_with_buffers() -> None:
+    functions = [case.function for case in bench.cases(zoo.build("llama-7b"))]
+    assert functions == [
+        "named_parameters",
+        "parameters",
+        "named_buffers",
+        "buffers",
+        "named_modules",
+        "modules",
+        "named_children",
+        "children",
+        "get_parameter",
+        "get_submodule",
+        "get_buffer",
+    ]
+
+
+def identities(result: object) -> object:
+    """``result`` with every object but names replaced by its ``id``, lists and tuples kept."""
+    if isinstance(result, list | tuple):
+        return type(result)(identities(item) for item in result)
+    return result if isinstance(result, str) else id(result)
+
+
+def test_cases_compare_calls_with_the_same_results() -> None:
+    model = zoo.build("gpt2")
+    for case in bench.cases(model):
+        assert identities(case.torch_call()) == identities(case.torchwalk_call()), case.function
