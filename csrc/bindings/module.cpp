@@ -1,6 +1,7 @@
 // The Python module torchwalk._C: every binding in one place.
 //
-// The drop-in walkers return a list, or None when PyTorch itself must answer
+// The drop-in walkers return an iterator over a list, or None when PyTorch
+// itself must answer
 // (python/torchwalk/dropin.py then calls the module's own method). Each one
 // names the root's methods that the PyTorch call it replaces goes through.
 //
@@ -12,6 +13,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <type_traits>
 
 #include "walk/attribute_path.h"
 #include "walk/class_check.h"
@@ -69,7 +71,11 @@ PyObject* fast_call(const char* function, Arguments args, Py_ssize_t nargs, Walk
     if (!found) {
       Py_RETURN_NONE;
     }
-    return found->release().ptr();
+    if constexpr (std::is_same_v<decltype(found), std::optional<py::list>>) {
+      return PyObject_GetIter(found->ptr());  // the drop-ins return iterators, as PyTorch
+    } else {
+      return found->release().ptr();
+    }
   } catch (py::error_already_set& error) {
     error.restore();
   } catch (py::builtin_exception& error) {
@@ -162,14 +168,14 @@ PyObject* get_buffer(PyObject*, Arguments args, Py_ssize_t nargs) {
   { #name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, doc }
 
 PyMethodDef fast_functions[] = {
-    TORCHWALK_FAST_FUNCTION(named_parameters, "(module, prefix, recurse, remove_duplicate) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(parameters, "(module, recurse) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(named_buffers, "(module, prefix, recurse, remove_duplicate) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(buffers, "(module, recurse) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(named_modules, "(module, memo, prefix, remove_duplicate) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(modules, "(module, remove_duplicate) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(named_children, "(module) -> list | None"),
-    TORCHWALK_FAST_FUNCTION(children, "(module) -> list | None"),
+    TORCHWALK_FAST_FUNCTION(named_parameters, "(module, prefix, recurse, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(parameters, "(module, recurse) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(named_buffers, "(module, prefix, recurse, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(buffers, "(module, recurse) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(named_modules, "(module, memo, prefix, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(modules, "(module, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(named_children, "(module) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(children, "(module) -> iterator | None"),
     TORCHWALK_FAST_FUNCTION(get_submodule, "(module, target) -> Module | None"),
     TORCHWALK_FAST_FUNCTION(get_parameter, "(module, target) -> Parameter | None"),
     TORCHWALK_FAST_FUNCTION(get_buffer, "(module, target) -> Tensor | None"),

@@ -12,7 +12,7 @@ constexpr AttributeMask kResolvesLikeModule = kReadsDicts | mask_of(kGetattr);
 // `_parameters`, `_buffers` and `_modules`, in that order.
 py::object resolve_attribute(PyObject* module, PyObject* name) {
   ClassFacts facts = facts_of(Py_TYPE(module));
-  if (!facts.is_module || (facts.kept & kResolvesLikeModule) != kResolvesLikeModule) {
+  if (!facts.is_module || !facts.keeps(kResolvesLikeModule)) {
     hand_back();
   }
   // A class attribute (a property, a method, a parametrization) could win.

@@ -1,7 +1,6 @@
 #include "walk/class_check.h"
 
 #include <stdexcept>
-#include <unordered_map>
 #include <vector>
 
 namespace torchwalk {
@@ -16,8 +15,9 @@ constexpr const char* kAttributeNames[kModuleAttributeCount] = {
 
 // Attributes an instance dict can shadow: methods, not the dunders (looked up
 // on the class) nor the three dicts (which live in the instance dict).
+constexpr AttributeMask kEveryAttribute = (AttributeMask{1} << kModuleAttributeCount) - 1;
 constexpr AttributeMask kShadowable =
-    ~(mask_of(kGetattribute, kGetattr) | mask_of(kParametersDict, kBuffersDict, kModulesDict));
+    kEveryAttribute & ~mask_of(kGetattribute, kGetattr, kParametersDict, kBuffersDict, kModulesDict);
 
 struct Configuration {
   PyTypeObject* module_class = nullptr;
@@ -37,16 +37,24 @@ struct Configuration {
 // interpreter may already be finalising when static destructors run).
 Configuration config;
 
-struct CachedFacts {
-  unsigned int version_tag;
-  ClassFacts facts;
+// A direct-mapped cache of answers by class: a walk meets few classes, and a
+// collision only costs recomputing an answer. An entry is valid while the
+// class keeps the version tag it had: CPython gives a class a new tag when it
+// (or a base) is modified, and never reuses a tag for another class, so a
+// dead class's entry can never match a new class at the same address.
+struct CacheSlot {
+  PyTypeObject* cls = nullptr;
+  unsigned int version_tag = 0;
+  ClassFacts facts{};
 };
 
-// Stale entries (classes that died) are harmless, their tags never match
-// again; the cap only bounds memory for programs that create classes in a
-// loop (torch.nn.utils.parametrize makes one per parametrized module).
-constexpr size_t kCacheCapacity = 4096;
-std::unordered_map<PyTypeObject*, CachedFacts> facts_cache;
+constexpr unsigned kCacheBits = 9;
+CacheSlot facts_cache[1u << kCacheBits];
+
+CacheSlot& slot_for(PyTypeObject* cls) {
+  uintptr_t address = reinterpret_cast<uintptr_t>(cls);
+  return facts_cache[(address * 0x9E3779B97F4A7C15ull) >> (64 - kCacheBits)];
+}
 
 bool is_identity_hash(PyTypeObject* cls) {
   if (cls->tp_hash == PyBaseObject_Type.tp_hash) {
@@ -69,7 +77,9 @@ bool is_identity_hash(PyTypeObject* cls) {
 ClassFacts compute_facts(PyTypeObject* cls) {
   ClassFacts facts{};
   facts.is_module = PyType_IsSubtype(cls, config.module_class) != 0;
-  facts.hashes_by_identity = is_identity_hash(cls);
+  if (is_identity_hash(cls)) {
+    facts.kept |= kHashesByIdentity;
+  }
   if (facts.is_module) {
     for (unsigned attribute = 0; attribute < kModuleAttributeCount; ++attribute) {
       if (_PyType_Lookup(cls, config.names[attribute]) == config.originals[attribute]) {
@@ -101,7 +111,9 @@ void configure_classes(PyObject* module_class, PyObject* parameter_class, PyObje
   }
   config.hash_name = PyUnicode_InternFromString("__hash__");
   config.torch_function_name = PyUnicode_InternFromString("__torch_function__");
-  facts_cache.clear();
+  for (CacheSlot& slot : facts_cache) {
+    slot = CacheSlot{};
+  }
 }
 
 PyObject* parameter_class() { return config.parameter_class; }
@@ -109,38 +121,21 @@ PyObject* parameter_class() { return config.parameter_class; }
 PyObject* attribute_name(ModuleAttribute attribute) { return config.names[attribute]; }
 
 ClassFacts facts_of(PyTypeObject* cls) {
-  // Classes repeat: most modules are of the class of the one before.
-  static PyTypeObject* last_class = nullptr;
-  static CachedFacts last_facts{};
-  unsigned int tag = cls->tp_version_tag;
-  if (cls == last_class && tag != 0 && tag == last_facts.version_tag) {
-    return last_facts.facts;
-  }
-  auto found = facts_cache.find(cls);
-  if (found != facts_cache.end() && tag != 0 && found->second.version_tag == tag) {
-    last_class = cls;
-    last_facts = found->second;
-    return found->second.facts;
+  CacheSlot& slot = slot_for(cls);
+  if (slot.cls == cls && slot.version_tag != 0 && slot.version_tag == cls->tp_version_tag) {
+    return slot.facts;
   }
   ClassFacts facts = compute_facts(cls);
-  // _PyType_Lookup assigns the class a version tag when it can; without one
-  // (tag 0) the answer is not cached and is recomputed next time.
-  tag = cls->tp_version_tag;
-  if (tag != 0) {
-    if (facts_cache.size() >= kCacheCapacity) {
-      facts_cache.clear();
-    }
-    facts_cache[cls] = CachedFacts{tag, facts};
-    last_class = cls;
-    last_facts = CachedFacts{tag, facts};
-  }
+  // _PyType_Lookup gave the class a version tag if it could; without one
+  // (tag 0) the slot never matches and the answer is recomputed next time.
+  slot = CacheSlot{cls, cls->tp_version_tag, facts};
   return facts;
 }
 
 bool instance_keeps(PyObject* instance_dict, AttributeMask mask) {
-  mask &= kShadowable;
-  for (unsigned attribute = 0; mask != 0; ++attribute, mask >>= 1) {
-    if ((mask & 1) != 0 && PyDict_GetItemWithError(instance_dict, config.names[attribute]) != nullptr) {
+  for (mask &= kShadowable; mask != 0; mask &= mask - 1) {
+    PyObject* name = config.names[__builtin_ctz(mask)];
+    if (PyDict_GetItemWithError(instance_dict, name) != nullptr) {
       return false;
     }
     if (PyErr_Occurred()) {  // a key with a raising __eq__: let PyTorch meet it

@@ -62,10 +62,15 @@ PyObject* parameter_class();
 // The interned attribute name, e.g. "named_modules" for kNamedModules.
 PyObject* attribute_name(ModuleAttribute attribute);
 
+// Not an attribute: set in ClassFacts::kept when hash(x) is id-based, so an
+// address set behaves like the Python set PyTorch uses as a memo.
+constexpr AttributeMask kHashesByIdentity = AttributeMask{1} << kModuleAttributeCount;
+
 struct ClassFacts {
-  bool is_module;            // a subclass of nn.Module
-  bool hashes_by_identity;   // hash(x) is id-based: an address set behaves like Python's set
-  AttributeMask kept;        // attributes resolved to nn.Module's own
+  bool is_module;      // a subclass of nn.Module
+  AttributeMask kept;  // attributes resolved to nn.Module's own, and kHashesByIdentity
+
+  bool keeps(AttributeMask mask) const { return (kept & mask) == mask; }
 };
 
 // What `cls` does; cached until the class changes.

@@ -45,7 +45,7 @@ inline py::object exact_dict_item(PyObject* dict, ModuleAttribute attribute) {
 // The module's class and instance keep `mask`; the instance dict is returned.
 inline py::object checked_instance_dict(PyObject* module, AttributeMask mask) {
   ClassFacts facts = facts_of(Py_TYPE(module));
-  if (!facts.is_module || (facts.kept & mask) != mask) {
+  if (!facts.is_module || !facts.keeps(mask)) {
     hand_back();
   }
   py::object dict = instance_dict(module);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "walk/hand_back.h"
@@ -34,6 +35,9 @@ class PathBuffer {
     if (first_non_ascii_ >= length) {
       first_non_ascii_ = std::string::npos;
     }
+    if (length != text_of_whole_name_) {
+      whole_name_.release().dec_ref();
+    }
   }
 
   // PyTorch's `prefix + ("." if prefix else "") + name`.
@@ -43,14 +47,30 @@ class PathBuffer {
     if (!PyUnicode_IS_ASCII(name) && first_non_ascii_ == std::string::npos) {
       first_non_ascii_ = text_.size();
     }
-    if (!text_.empty()) {
+    if (text_.empty()) {
+      whole_name_ = py::reinterpret_borrow<py::object>(name);
+      text_of_whole_name_ = static_cast<size_t>(size);
+    } else {
+      whole_name_.release().dec_ref();
       text_.push_back('.');
     }
     text_.append(text, static_cast<size_t>(size));
   }
 
-  // A new str holding the path.
-  PyObject* to_str() const { return make_str(text_.data(), text_.size(), is_ascii()); }
+  // A new str holding the path: the name itself when the path is one name
+  // appended to an empty path ("" + "" + name is name in CPython).
+  PyObject* to_str() const {
+    if (whole_name_) {
+      return Py_NewRef(whole_name_.ptr());
+    }
+    return make_str(text_.data(), text_.size(), is_ascii());
+  }
+
+  // Hands back unless `joined_with(name)` would succeed.
+  void check_joinable(PyObject* name) const {
+    Py_ssize_t size = 0;
+    utf8_of(name, &size);
+  }
 
   // A new str holding the path joined with `name`, as `append` would.
   PyObject* joined_with(PyObject* name) {
@@ -101,6 +121,8 @@ class PathBuffer {
 
   std::string text_;
   size_t first_non_ascii_ = std::string::npos;
+  py::object whole_name_;  // set while the path is exactly this one name
+  size_t text_of_whole_name_ = 0;
 };
 
 // Pauses Python's cyclic garbage collector for its lifetime. Nothing else can
@@ -126,19 +148,21 @@ class GarbageCollectorPause {
 // weakref callback) can run and change the dicts being read.
 class Results {
  public:
-  explicit Results(bool with_names) : with_names_(with_names) {
-    values_.reserve(kTypicalCount);
-    if (with_names) {
-      names_.reserve(kTypicalCount);
+  explicit Results(bool with_names) : with_names_(with_names) { items_.reserve(kTypicalCount); }
+  ~Results() {
+    for (PyObject* item : items_) {
+      Py_XDECREF(item);
     }
   }
+  Results(const Results&) = delete;
+  Results& operator=(const Results&) = delete;
 
-  // Takes ownership of `name` (ignored, and may be null, without names).
+  // Takes ownership of `name` (null without names); `value` is borrowed.
   void add(PyObject* name, PyObject* value) {
     if (with_names_) {
-      names_.push_back(py::reinterpret_steal<py::object>(name));
+      items_.push_back(name);
     }
-    values_.push_back(py::reinterpret_borrow<py::object>(value));
+    items_.push_back(Py_NewRef(value));
   }
 
   bool with_names() const { return with_names_; }
@@ -148,29 +172,30 @@ class Results {
     // each traversing the whole model; pausing the collector makes it run
     // once afterwards instead.
     GarbageCollectorPause pause;
-    py::list list(values_.size());
-    for (size_t i = 0; i < values_.size(); ++i) {
+    size_t stride = with_names_ ? 2 : 1;
+    py::list list(items_.size() / stride);
+    for (size_t i = 0, j = 0; i < items_.size(); i += stride, ++j) {
+      PyObject* entry = items_[i];
       if (with_names_) {
-        PyObject* pair = PyTuple_New(2);
-        if (pair == nullptr) {
+        entry = PyTuple_New(2);
+        if (entry == nullptr) {
           throw py::error_already_set();
         }
-        PyTuple_SET_ITEM(pair, 0, names_[i].release().ptr());
-        PyTuple_SET_ITEM(pair, 1, values_[i].release().ptr());
-        PyList_SET_ITEM(list.ptr(), static_cast<Py_ssize_t>(i), pair);
+        PyTuple_SET_ITEM(entry, 0, std::exchange(items_[i], nullptr));
+        PyTuple_SET_ITEM(entry, 1, std::exchange(items_[i + 1], nullptr));
       } else {
-        PyList_SET_ITEM(list.ptr(), static_cast<Py_ssize_t>(i), values_[i].release().ptr());
+        items_[i] = nullptr;
       }
+      PyList_SET_ITEM(list.ptr(), static_cast<Py_ssize_t>(j), entry);
     }
     return list;
   }
 
  private:
-  static constexpr size_t kTypicalCount = 16;
+  static constexpr size_t kTypicalCount = 32;
 
   bool with_names_;
-  std::vector<py::object> names_;
-  std::vector<py::object> values_;
+  std::vector<PyObject*> items_;  // owned; name, value, name, value, ... or values
 };
 
 // One module whose children are being walked.
@@ -198,14 +223,15 @@ struct Frame {
 // only read otherwise. `visit(module, instance_dict)` is called with `path`
 // holding the module's dotted path.
 template <typename Visit>
-void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_duplicate,
-               Visit&& visit) {
-  constexpr AttributeMask kEveryModuleKeeps = kReadsDicts | mask_of(kNamedModules);
+void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, PointerSet& memo,
+               bool remove_duplicate, Visit&& visit) {
+  constexpr AttributeMask kEveryModuleKeeps =
+      kReadsDicts | mask_of(kNamedModules) | kHashesByIdentity;
   PointerSet ancestors;  // the cycle guard, needed only without remove_duplicate
   std::vector<Frame> stack;
   stack.reserve(16);
 
-  auto enter = [&](PyObject* borrowed_module) {
+  auto enter = [&](PyObject* borrowed_module, AttributeMask keeps) {
     // Owned from here on: the instance dict lookups below can run a key's
     // __eq__, which could remove the module from its parent.
     auto owned_module = py::reinterpret_borrow<py::object>(borrowed_module);
@@ -213,10 +239,7 @@ void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_d
     // PyTorch calls `module.named_modules(memo, ...)` (a non-module has no
     // such method), which asks `self not in memo` (hash first) and reads
     // `self._modules`.
-    py::object dict = checked_instance_dict(module, kEveryModuleKeeps);
-    if (!facts_of(Py_TYPE(module)).hashes_by_identity) {
-      hand_back();
-    }
+    py::object dict = checked_instance_dict(module, keeps);
     if (remove_duplicate ? !memo.insert(module) : memo.contains(module)) {
       return;
     }
@@ -228,7 +251,7 @@ void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_d
     stack.push_back(Frame{std::move(owned_module), std::move(children), 0, path.length()});
   };
 
-  enter(root);
+  enter(root, kEveryModuleKeeps | root_keeps);
   while (!stack.empty()) {
     Frame& top = stack.back();
     PyObject* name = nullptr;
@@ -245,7 +268,7 @@ void walk_tree(PyObject* root, PathBuffer& path, PointerSet& memo, bool remove_d
     }
     path.truncate(top.path_length);
     path.append(name);
-    enter(child);  // may grow the stack: `top` is not used after this
+    enter(child, kEveryModuleKeeps);  // may grow the stack: `top` is not used after this
   }
 }
 
@@ -262,45 +285,40 @@ void add_members(PyObject* instance_dict, Leaves leaves, PathBuffer& path, Point
       continue;
     }
     // `v in memo` hashes v; only id-hashing tensors behave like an address set.
-    if (!facts_of(Py_TYPE(member)).hashes_by_identity) {
+    if (!facts_of(Py_TYPE(member)).keeps(kHashesByIdentity)) {
       hand_back();
     }
     if (remove_duplicate && !memo.insert(member)) {
       continue;
     }
-    // The name is built even for `parameters()`, as PyTorch does: a non-str
-    // name must fail the same way.
-    PyObject* full_name = path.joined_with(name);
-    if (!results.with_names()) {
-      Py_DECREF(full_name);
-      full_name = nullptr;
+    if (results.with_names()) {
+      results.add(path.joined_with(name), member);
+    } else {
+      // PyTorch builds the name for `parameters()` too: a bad name must fail
+      // the same way.
+      path.check_joinable(name);
+      results.add(nullptr, member);
     }
-    results.add(full_name, member);
   }
-}
-
-// The root's class and instance keep the methods PyTorch's call goes through.
-void check_root(PyObject* root, AttributeMask root_keeps) {
-  checked_instance_dict(root, root_keeps | kReadsDicts);
 }
 
 }  // namespace
 
 std::optional<py::list> walk_members(py::handle root, const MemberQuery& query) {
   try {
-    check_root(root.ptr(), query.root_keeps);
     PathBuffer path(query.prefix.ptr());
     PointerSet member_memo;
     Results results(query.with_names);
     if (query.recurse) {
       PointerSet module_memo;
-      walk_tree(root.ptr(), path, module_memo, query.remove_duplicate,
+      walk_tree(root.ptr(), query.root_keeps, path, module_memo, query.remove_duplicate,
                 [&](PyObject*, PyObject* instance_dict) {
                   add_members(instance_dict, query.leaves, path, member_memo,
                               query.remove_duplicate, results);
                 });
     } else {
-      py::object dict = instance_dict(root.ptr());
+      // `_named_members` uses [(prefix, self)]: no named_modules call.
+      py::object dict = checked_instance_dict(root.ptr(), query.root_keeps | kReadsDicts);
       add_members(dict.ptr(), query.leaves, path, member_memo, query.remove_duplicate, results);
     }
     return results.to_list();
@@ -311,7 +329,6 @@ std::optional<py::list> walk_members(py::handle root, const MemberQuery& query) 
 
 std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) {
   try {
-    check_root(root.ptr(), query.root_keeps);
     PointerSet memo;
     if (!query.memo.is_none()) {
       // Only an exact set of id-hashing objects can be mirrored by addresses.
@@ -319,7 +336,7 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
         hand_back();
       }
       for (py::handle seen : query.memo) {
-        if (!facts_of(Py_TYPE(seen.ptr())).hashes_by_identity) {
+        if (!facts_of(Py_TYPE(seen.ptr())).keeps(kHashesByIdentity)) {
           hand_back();
         }
         memo.insert(seen.ptr());
@@ -328,7 +345,8 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
     PathBuffer path(query.prefix.ptr());
     Results results(query.with_names);
     bool at_root = true;
-    walk_tree(root.ptr(), path, memo, query.remove_duplicate, [&](PyObject* module, PyObject*) {
+    walk_tree(root.ptr(), query.root_keeps, path, memo, query.remove_duplicate,
+              [&](PyObject* module, PyObject*) {
       PyObject* name = nullptr;
       if (query.with_names) {
         // The root is yielded under the prefix object itself.
@@ -340,8 +358,8 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
     py::list found = results.to_list();
     if (!query.memo.is_none() && query.remove_duplicate) {
       for (py::handle module : found) {
-        py::handle visited = query.with_names ? module[py::int_(1)].ptr() : module;
-        if (PySet_Add(query.memo.ptr(), visited.ptr()) != 0) {
+        PyObject* visited = query.with_names ? PyTuple_GET_ITEM(module.ptr(), 1) : module.ptr();
+        if (PySet_Add(query.memo.ptr(), visited) != 0) {
           throw py::error_already_set();
         }
       }
@@ -365,7 +383,7 @@ std::optional<py::list> walk_children(py::handle root, bool with_names, Attribut
       if (child == Py_None) {
         continue;
       }
-      if (!facts_of(Py_TYPE(child)).hashes_by_identity) {
+      if (!facts_of(Py_TYPE(child)).keeps(kHashesByIdentity)) {
         hand_back();
       }
       if (memo.insert(child)) {

@@ -85,7 +85,7 @@ def named_parameters(
                 prefix=(prefix, ""), recurse=(recurse, True), remove_duplicate=(remove_duplicate, True)
             )
         )
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter]:
@@ -109,7 +109,7 @@ def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter
     found = _C.parameters(module, recurse)
     if found is None:
         return module.parameters(**_given(recurse=(recurse, True)))
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def named_buffers(
@@ -144,7 +144,7 @@ def named_buffers(
                 prefix=(prefix, ""), recurse=(recurse, True), remove_duplicate=(remove_duplicate, True)
             )
         )
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
@@ -164,7 +164,7 @@ def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
     found = _C.buffers(module, recurse)
     if found is None:
         return module.buffers(**_given(recurse=(recurse, True)))
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def named_modules(
@@ -197,7 +197,7 @@ def named_modules(
         return module.named_modules(
             **_given(memo=(memo, None), prefix=(prefix, ""), remove_duplicate=(remove_duplicate, True))
         )
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
@@ -216,7 +216,7 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     found = _C.modules(module, remove_duplicate)
     if found is None:
         return module.modules(**_given(remove_duplicate=(remove_duplicate, True)))
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -230,7 +230,7 @@ def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     found = _C.named_children(module)
     if found is None:
         return module.named_children()
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def children(module: nn.Module) -> Iterator[nn.Module]:
@@ -244,7 +244,7 @@ def children(module: nn.Module) -> Iterator[nn.Module]:
     found = _C.children(module)
     if found is None:
         return module.children()
-    return iter(found)
+    return found  # type: ignore[no-any-return]
 
 
 def get_submodule(module: nn.Module, target: str) -> nn.Module:
