@@ -218,6 +218,60 @@ struct Frame {
   throw py::error_already_set();
 }
 
+// Large trees are bound by cache misses chasing module -> instance dict ->
+// `_modules` -> child pointers; small ones sit in cache, where prefetching
+// only costs. So the walk starts prefetching once it has entered this many
+// modules.
+constexpr size_t kPrefetchAfterModules = 512;
+
+// Asks for the cache lines of every child's object header (and the words
+// before it, where CPython keeps the managed dict pointer).
+void prefetch_children(PyObject* children) {
+  Py_ssize_t cursor = 0;
+  PyObject* name = nullptr;
+  PyObject* child = nullptr;
+  while (PyDict_Next(children, &cursor, &name, &child)) {
+    __builtin_prefetch(child);
+    __builtin_prefetch(reinterpret_cast<char*>(child) - 32);
+  }
+}
+
+// The instance dict of `object`, if it has one already; never creates it.
+PyObject* existing_instance_dict(PyObject* object) {
+  if (Py_TYPE(object)->tp_dictoffset == 0) {
+    return nullptr;
+  }
+  PyObject** dict = _PyObject_GetDictPtr(object);
+  return dict == nullptr ? nullptr : *dict;
+}
+
+// A software pipeline over the siblings after `cursor`, whose headers
+// prefetch_children asked for: the next sibling's dict object was asked for
+// one step ago, so its values (where `_modules` and `_parameters` live) can
+// be asked for now; the sibling after it gets its dict object asked for.
+void prefetch_next_siblings(PyObject* children, Py_ssize_t cursor) {
+  PyObject* name = nullptr;
+  PyObject* next = nullptr;
+  if (!PyDict_Next(children, &cursor, &name, &next)) {
+    return;
+  }
+  if (PyObject* dict = existing_instance_dict(next)) {
+    if (PyDict_Check(dict)) {
+      auto* values = reinterpret_cast<char*>(reinterpret_cast<PyDictObject*>(dict)->ma_values);
+      if (values != nullptr) {
+        __builtin_prefetch(values);
+        __builtin_prefetch(values + 64);
+        __builtin_prefetch(values + 128);
+      }
+    }
+  }
+  if (PyDict_Next(children, &cursor, &name, &next)) {
+    if (PyObject* dict = existing_instance_dict(next)) {
+      __builtin_prefetch(dict);
+    }
+  }
+}
+
 // Visits modules in the order of PyTorch's recursive `named_modules`, with an
 // explicit stack. `memo` is the identity memo: filled when `remove_duplicate`,
 // only read otherwise. `visit(module, instance_dict)` is called with `path`
@@ -230,6 +284,7 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
   PointerSet ancestors;  // the cycle guard, needed only without remove_duplicate
   std::vector<Frame> stack;
   stack.reserve(16);
+  size_t modules_entered = 0;
 
   auto enter = [&](PyObject* borrowed_module, AttributeMask keeps) {
     // Owned from here on: the instance dict lookups below can run a key's
@@ -248,6 +303,9 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     if (!remove_duplicate && !ancestors.insert(module)) {
       raise_cycle(module, path.text());
     }
+    if (++modules_entered > kPrefetchAfterModules) {
+      prefetch_children(children.ptr());
+    }
     stack.push_back(Frame{std::move(owned_module), std::move(children), 0, path.length()});
   };
 
@@ -265,6 +323,12 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     }
     if (child == Py_None) {
       continue;
+    }
+    // Owned: creating an instance dict below may run the garbage collector.
+    auto owned_name = py::reinterpret_borrow<py::object>(name);
+    auto owned_child = py::reinterpret_borrow<py::object>(child);
+    if (modules_entered > kPrefetchAfterModules) {
+      prefetch_next_siblings(top.children.ptr(), top.cursor);
     }
     path.truncate(top.path_length);
     path.append(name);
