@@ -13,16 +13,17 @@ SOURCES := $(shell find csrc python -type f -not -name '*.pyc') CMakeLists.txt p
 demo: $(STAMPS)/installed
 	$(BIN)/torchwalk bench
 
-test: $(STAMPS)/installed
+test: $(STAMPS)/installed lint
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMPS)/installed
 	$(BIN)/torchwalk bench
 
-lint: $(STAMPS)/installed
+lint: $(STAMPS)/venv
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/clang-format --dry-run --Werror $(wildcard csrc/*/*.cpp csrc/*/*.h)
 
 $(STAMPS)/venv: requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -54,7 +54,6 @@ std::optional<py::list> members(const char* function, py::handle module, Leaves 
                                           with_names, root_keeps | mask_of(kNamedMembers)});
 }
 
-
 using Arguments = PyObject* const*;
 
 // Runs `walk` on the positional arguments and turns its answer into a Python
@@ -165,14 +164,17 @@ PyObject* get_buffer(PyObject*, Arguments args, Py_ssize_t nargs) {
 }
 
 #define TORCHWALK_FAST_FUNCTION(name, doc) \
-  { #name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, doc }
+  {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, doc}
 
 PyMethodDef fast_functions[] = {
-    TORCHWALK_FAST_FUNCTION(named_parameters, "(module, prefix, recurse, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(named_parameters,
+                            "(module, prefix, recurse, remove_duplicate) -> iterator | None"),
     TORCHWALK_FAST_FUNCTION(parameters, "(module, recurse) -> iterator | None"),
-    TORCHWALK_FAST_FUNCTION(named_buffers, "(module, prefix, recurse, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(named_buffers,
+                            "(module, prefix, recurse, remove_duplicate) -> iterator | None"),
     TORCHWALK_FAST_FUNCTION(buffers, "(module, recurse) -> iterator | None"),
-    TORCHWALK_FAST_FUNCTION(named_modules, "(module, memo, prefix, remove_duplicate) -> iterator | None"),
+    TORCHWALK_FAST_FUNCTION(named_modules,
+                            "(module, memo, prefix, remove_duplicate) -> iterator | None"),
     TORCHWALK_FAST_FUNCTION(modules, "(module, remove_duplicate) -> iterator | None"),
     TORCHWALK_FAST_FUNCTION(named_children, "(module) -> iterator | None"),
     TORCHWALK_FAST_FUNCTION(children, "(module) -> iterator | None"),

@@ -79,7 +79,8 @@ std::pair<py::object, py::object> split_last(PyObject* target) {
 
 }  // namespace
 
-std::optional<py::object> find_submodule(py::handle root, py::handle target, AttributeMask root_keeps) {
+std::optional<py::object> find_submodule(py::handle root, py::handle target,
+                                         AttributeMask root_keeps) {
   try {
     checked_instance_dict(root.ptr(), root_keeps);
     return walk_down(root, target.ptr());
@@ -88,7 +89,8 @@ std::optional<py::object> find_submodule(py::handle root, py::handle target, Att
   }
 }
 
-std::optional<py::object> find_parameter(py::handle root, py::handle target, AttributeMask root_keeps) {
+std::optional<py::object> find_parameter(py::handle root, py::handle target,
+                                         AttributeMask root_keeps) {
   try {
     checked_instance_dict(root.ptr(), root_keeps | mask_of(kGetSubmodule));
     auto [module_path, parameter_name] = split_last(target.ptr());
@@ -107,7 +109,8 @@ std::optional<py::object> find_parameter(py::handle root, py::handle target, Att
   }
 }
 
-std::optional<py::object> find_buffer(py::handle root, py::handle target, AttributeMask root_keeps) {
+std::optional<py::object> find_buffer(py::handle root, py::handle target,
+                                      AttributeMask root_keeps) {
   try {
     checked_instance_dict(root.ptr(), root_keeps | mask_of(kGetSubmodule));
     auto [module_path, buffer_name] = split_last(target.ptr());

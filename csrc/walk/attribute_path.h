@@ -16,8 +16,10 @@ namespace torchwalk {
 
 namespace py = pybind11;
 
-std::optional<py::object> find_submodule(py::handle root, py::handle target, AttributeMask root_keeps);
-std::optional<py::object> find_parameter(py::handle root, py::handle target, AttributeMask root_keeps);
+std::optional<py::object> find_submodule(py::handle root, py::handle target,
+                                         AttributeMask root_keeps);
+std::optional<py::object> find_parameter(py::handle root, py::handle target,
+                                         AttributeMask root_keeps);
 std::optional<py::object> find_buffer(py::handle root, py::handle target, AttributeMask root_keeps);
 
 }  // namespace torchwalk

@@ -7,17 +7,18 @@ namespace torchwalk {
 namespace {
 
 constexpr const char* kAttributeNames[kModuleAttributeCount] = {
-    "named_modules",  "modules",       "named_parameters", "parameters",       "named_buffers",
-    "buffers",        "_named_members", "named_children",  "children",         "get_submodule",
-    "get_parameter",  "get_buffer",    "__getattribute__", "__getattr__",      "_parameters",
-    "_buffers",       "_modules",
+    "named_modules", "modules",        "named_parameters", "parameters",  "named_buffers",
+    "buffers",       "_named_members", "named_children",   "children",    "get_submodule",
+    "get_parameter", "get_buffer",     "__getattribute__", "__getattr__", "_parameters",
+    "_buffers",      "_modules",
 };
 
 // Attributes an instance dict can shadow: methods, not the dunders (looked up
 // on the class) nor the three dicts (which live in the instance dict).
 constexpr AttributeMask kEveryAttribute = (AttributeMask{1} << kModuleAttributeCount) - 1;
 constexpr AttributeMask kShadowable =
-    kEveryAttribute & ~mask_of(kGetattribute, kGetattr, kParametersDict, kBuffersDict, kModulesDict);
+    kEveryAttribute &
+    ~mask_of(kGetattribute, kGetattr, kParametersDict, kBuffersDict, kModulesDict);
 
 struct Configuration {
   PyTypeObject* module_class = nullptr;

@@ -50,7 +50,8 @@ constexpr AttributeMask mask_of(ModuleAttribute first, Attributes... rest) {
 }
 
 // Reading a module's three dicts the way `module._parameters` would.
-constexpr AttributeMask kReadsDicts = mask_of(kGetattribute, kParametersDict, kBuffersDict, kModulesDict);
+constexpr AttributeMask kReadsDicts =
+    mask_of(kGetattribute, kParametersDict, kBuffersDict, kModulesDict);
 
 // Called once at import with nn.Module, nn.Parameter, torch.Tensor.__hash__ and
 // the `__torch_function__` implementations known to leave Tensor.__hash__ alone.

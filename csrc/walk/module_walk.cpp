@@ -208,9 +208,8 @@ struct Frame {
 
 [[noreturn]] void raise_cycle(PyObject* module, const std::string& path) {
   constexpr size_t kShownPathLength = 200;
-  std::string shown = path.size() <= kShownPathLength
-                          ? path
-                          : "..." + path.substr(path.size() - kShownPathLength);
+  std::string shown =
+      path.size() <= kShownPathLength ? path : "..." + path.substr(path.size() - kShownPathLength);
   PyErr_Format(PyExc_RecursionError,
                "module graph has a cycle: the %s at '%s' contains itself, so walking it with "
                "remove_duplicate=False never ends",
@@ -300,6 +299,9 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     }
     py::object children = exact_dict_item(dict.ptr(), kModulesDict);
     visit(module, dict.ptr());
+    if (PyDict_GET_SIZE(children.ptr()) == 0) {
+      return;  // a leaf (most modules are): no frame needed
+    }
     if (!remove_duplicate && !ancestors.insert(module)) {
       raise_cycle(module, path.text());
     }
@@ -339,8 +341,8 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
 // Adds the module's own parameters (or buffers) the way `_named_members` does.
 void add_members(PyObject* instance_dict, Leaves leaves, PathBuffer& path, PointerSet& memo,
                  bool remove_duplicate, Results& results) {
-  py::object members = exact_dict_item(
-      instance_dict, leaves == Leaves::parameters ? kParametersDict : kBuffersDict);
+  py::object members =
+      exact_dict_item(instance_dict, leaves == Leaves::parameters ? kParametersDict : kBuffersDict);
   Py_ssize_t cursor = 0;
   PyObject* name = nullptr;
   PyObject* member = nullptr;
@@ -411,14 +413,14 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
     bool at_root = true;
     walk_tree(root.ptr(), query.root_keeps, path, memo, query.remove_duplicate,
               [&](PyObject* module, PyObject*) {
-      PyObject* name = nullptr;
-      if (query.with_names) {
-        // The root is yielded under the prefix object itself.
-        name = at_root ? Py_NewRef(query.prefix.ptr()) : path.to_str();
-      }
-      at_root = false;
-      results.add(name, module);
-    });
+                PyObject* name = nullptr;
+                if (query.with_names) {
+                  // The root is yielded under the prefix object itself.
+                  name = at_root ? Py_NewRef(query.prefix.ptr()) : path.to_str();
+                }
+                at_root = false;
+                results.add(name, module);
+              });
     py::list found = results.to_list();
     if (!query.memo.is_none() && query.remove_duplicate) {
       for (py::handle module : found) {

@@ -13,7 +13,7 @@ from torchwalk._version_gate import check_torch_version
 
 check_torch_version()
 
-from torchwalk import _C  # noqa: E402  (only once the torch version is known to match)
+# Only now, with the torch version known to match, is the extension loaded.
 from torchwalk.dropin import (  # noqa: E402
     buffers,
     children,

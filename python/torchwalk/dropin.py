@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
 
@@ -56,7 +56,7 @@ def _given(**arguments: tuple[Any, Any]) -> dict[str, Any]:
 def named_parameters(
     module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[tuple[str, nn.Parameter]]:
-    r"""Return an iterator over module parameters, yielding both the name of the parameter as well as the parameter itself.
+    r"""Return an iterator over module parameters, yielding both the name and the parameter.
 
     Same as ``module.named_parameters(prefix, recurse, remove_duplicate)``.
 
@@ -82,10 +82,12 @@ def named_parameters(
     if found is None:
         return module.named_parameters(
             **_given(
-                prefix=(prefix, ""), recurse=(recurse, True), remove_duplicate=(remove_duplicate, True)
+                prefix=(prefix, ""),
+                recurse=(recurse, True),
+                remove_duplicate=(remove_duplicate, True),
             )
         )
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter]:
@@ -109,13 +111,13 @@ def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter
     found = _C.parameters(module, recurse)
     if found is None:
         return module.parameters(**_given(recurse=(recurse, True)))
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def named_buffers(
     module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    r"""Return an iterator over module buffers, yielding both the name of the buffer as well as the buffer itself.
+    r"""Return an iterator over module buffers, yielding both the name and the buffer.
 
     Same as ``module.named_buffers(prefix, recurse, remove_duplicate)``.
 
@@ -141,10 +143,12 @@ def named_buffers(
     if found is None:
         return module.named_buffers(
             **_given(
-                prefix=(prefix, ""), recurse=(recurse, True), remove_duplicate=(remove_duplicate, True)
+                prefix=(prefix, ""),
+                recurse=(recurse, True),
+                remove_duplicate=(remove_duplicate, True),
             )
         )
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
@@ -164,7 +168,7 @@ def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
     found = _C.buffers(module, recurse)
     if found is None:
         return module.buffers(**_given(recurse=(recurse, True)))
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def named_modules(
@@ -173,7 +177,7 @@ def named_modules(
     prefix: str = "",
     remove_duplicate: bool = True,
 ) -> Iterator[tuple[str, nn.Module]]:
-    r"""Return an iterator over all modules in the network, yielding both the name of the module as well as the module itself.
+    r"""Return an iterator over all modules in the network, yielding both the name and the module.
 
     Same as ``module.named_modules(memo, prefix, remove_duplicate)``, including
     the modules it adds to ``memo``.
@@ -194,10 +198,12 @@ def named_modules(
     """
     found = _C.named_modules(module, memo, prefix, remove_duplicate)
     if found is None:
-        return module.named_modules(
-            **_given(memo=(memo, None), prefix=(prefix, ""), remove_duplicate=(remove_duplicate, True))
+        return module.named_modules(  # type: ignore[no-any-return]
+            **_given(
+                memo=(memo, None), prefix=(prefix, ""), remove_duplicate=(remove_duplicate, True)
+            )
         )
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
@@ -216,11 +222,11 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     found = _C.modules(module, remove_duplicate)
     if found is None:
         return module.modules(**_given(remove_duplicate=(remove_duplicate, True)))
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    r"""Return an iterator over immediate children modules, yielding both the name of the module as well as the module itself.
+    r"""Return an iterator over immediate children modules, yielding both the name and the module.
 
     Same as ``module.named_children()``.
 
@@ -230,7 +236,7 @@ def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     found = _C.named_children(module)
     if found is None:
         return module.named_children()
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def children(module: nn.Module) -> Iterator[nn.Module]:
@@ -244,7 +250,7 @@ def children(module: nn.Module) -> Iterator[nn.Module]:
     found = _C.children(module)
     if found is None:
         return module.children()
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def get_submodule(module: nn.Module, target: str) -> nn.Module:
@@ -268,7 +274,7 @@ def get_submodule(module: nn.Module, target: str) -> nn.Module:
     found = _C.get_submodule(module, target)
     if found is None:
         return module.get_submodule(target)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def get_parameter(module: nn.Module, target: str) -> nn.Parameter:
@@ -292,7 +298,7 @@ def get_parameter(module: nn.Module, target: str) -> nn.Parameter:
     found = _C.get_parameter(module, target)
     if found is None:
         return module.get_parameter(target)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
@@ -316,4 +322,4 @@ def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
     found = _C.get_buffer(module, target)
     if found is None:
         return module.get_buffer(target)
-    return found  # type: ignore[no-any-return]
+    return found
