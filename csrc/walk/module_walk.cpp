@@ -143,9 +143,9 @@ class GarbageCollectorPause {
 };
 
 // What the generator would yield, held as owned references until the end of
-// the walk, when it becomes one list. Nothing made during the walk is a
-// container the garbage collector tracks, so no Python code (a __del__, a
-// weakref callback) can run and change the dicts being read.
+// the walk, when it becomes one list. Owned, because Python code can run
+// during a walk (a key's __eq__ in an instance dict lookup, the garbage
+// collector when CPython creates an instance dict) and change the tree.
 class Results {
  public:
   explicit Results(bool with_names) : with_names_(with_names) { items_.reserve(kTypicalCount); }
