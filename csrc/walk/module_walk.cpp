@@ -1,6 +1,7 @@
 #include "walk/module_walk.h"
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -80,10 +81,24 @@ class PathBuffer {
       }
       return Py_NewRef(name);  // "" + "" + name is name itself in CPython
     }
-    size_t length = text_.size();
-    append(name);
-    PyObject* joined = make_str(text_.data(), text_.size(), is_ascii());
-    truncate(length);
+    Py_ssize_t size = 0;
+    const char* text = utf8_of(name, &size);
+    if (!is_ascii() || !PyUnicode_IS_ASCII(name)) {
+      size_t length = text_.size();
+      append(name);
+      PyObject* joined = make_str(text_.data(), text_.size(), false);
+      truncate(length);
+      return joined;
+    }
+    // The common case, written straight into the new str.
+    PyObject* joined = PyUnicode_New(static_cast<Py_ssize_t>(text_.size()) + 1 + size, 127);
+    if (joined == nullptr) {
+      throw py::error_already_set();
+    }
+    Py_UCS1* out = PyUnicode_1BYTE_DATA(joined);
+    std::memcpy(out, text_.data(), text_.size());
+    out[text_.size()] = '.';
+    std::memcpy(out + text_.size() + 1, text, static_cast<size_t>(size));
     return joined;
   }
 
@@ -92,6 +107,10 @@ class PathBuffer {
     // Only exact str: a str subclass could override `+`.
     if (!PyUnicode_CheckExact(name)) {
       hand_back();
+    }
+    if (PyUnicode_IS_COMPACT_ASCII(name)) {  // most names: no call needed
+      *size = PyUnicode_GET_LENGTH(name);
+      return reinterpret_cast<const char*>(PyUnicode_1BYTE_DATA(name));
     }
     const char* text = PyUnicode_AsUTF8AndSize(name, size);
     if (text == nullptr) {  // lone surrogates: let PyTorch handle them
@@ -280,7 +299,10 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
                bool remove_duplicate, Visit&& visit) {
   constexpr AttributeMask kEveryModuleKeeps =
       kReadsDicts | mask_of(kNamedModules) | kHashesByIdentity;
-  PointerSet ancestors;  // the cycle guard, needed only without remove_duplicate
+  std::optional<PointerSet> ancestors;  // the cycle guard, needed only without remove_duplicate
+  if (!remove_duplicate) {
+    ancestors.emplace();
+  }
   std::vector<Frame> stack;
   stack.reserve(16);
   size_t modules_entered = 0;
@@ -302,7 +324,7 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     if (PyDict_GET_SIZE(children.ptr()) == 0) {
       return;  // a leaf (most modules are): no frame needed
     }
-    if (!remove_duplicate && !ancestors.insert(module)) {
+    if (ancestors && !ancestors->insert(module)) {
       raise_cycle(module, path.text());
     }
     if (++modules_entered > kPrefetchAfterModules) {
@@ -317,8 +339,8 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     PyObject* name = nullptr;
     PyObject* child = nullptr;
     if (!PyDict_Next(top.children.ptr(), &top.cursor, &name, &child)) {
-      if (!remove_duplicate) {
-        ancestors.erase(top.module.ptr());
+      if (ancestors) {
+        ancestors->erase(top.module.ptr());
       }
       stack.pop_back();
       continue;
