@@ -11,7 +11,9 @@ method, so the answer is PyTorch's.
 Differences that remain by design: the iterators are built eagerly (the walk
 has finished before the first item is returned), and a module cycle walked
 with ``remove_duplicate=False`` raises ``RecursionError`` at once. A walk
-handed back to PyTorch behaves as PyTorch does, also in those two respects.
+handed back to PyTorch behaves as PyTorch does, also in those two respects,
+except that it passes on only the arguments that differ from the defaults (so
+an override's own defaults apply, as they would to a direct call).
 """
 
 from __future__ import annotations
