@@ -14,14 +14,12 @@ ratio, PyTorch's median over torchwalk's: above 1 torchwalk is faster.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -181,7 +179,7 @@ def run(
         # Paused for the whole model, not only while timing: with DeepSeek-V3's
         # million objects alive, each full collection between samples would
         # take most of a second. Neither the models nor the calls make cycles.
-        with _gc_paused():
+        with zoo.gc_paused():
             start = time.perf_counter()
             model = zoo.build(name)
             build_seconds[name] = time.perf_counter() - start
@@ -193,6 +191,25 @@ def run(
     return BenchReport(measurements, build_seconds, machine())
 
 
+_ITERATOR_FUNCTIONS = (
+    "named_parameters",
+    "parameters",
+    "named_buffers",
+    "buffers",
+    "named_modules",
+    "modules",
+    "named_children",
+    "children",
+)
+
+
+def _iterator_case(model: nn.Module, function: str) -> Case:
+    """``list(model.function())`` against ``list(tw.function(model))``, both bound beforehand."""
+    method = getattr(model, function)
+    dropin = getattr(tw, function)
+    return Case(function, lambda: list(method()), lambda: list(dropin(model)))
+
+
 def cases(model: nn.Module) -> list[Case]:
     """The calls to compare on ``model``: every drop-in, each as ``list(...)`` of its iterator.
 
@@ -202,32 +219,7 @@ def cases(model: nn.Module) -> list[Case]:
     """
     parameter_name = _deepest(name for name, _ in tw.named_parameters(model))
     buffer_name = _deepest(name for name, _ in tw.named_buffers(model))
-    found = [
-        Case(
-            "named_parameters",
-            lambda: list(model.named_parameters()),
-            lambda: list(tw.named_parameters(model)),
-        ),
-        Case("parameters", lambda: list(model.parameters()), lambda: list(tw.parameters(model))),
-        Case(
-            "named_buffers",
-            lambda: list(model.named_buffers()),
-            lambda: list(tw.named_buffers(model)),
-        ),
-        Case("buffers", lambda: list(model.buffers()), lambda: list(tw.buffers(model))),
-        Case(
-            "named_modules",
-            lambda: list(model.named_modules()),
-            lambda: list(tw.named_modules(model)),
-        ),
-        Case("modules", lambda: list(model.modules()), lambda: list(tw.modules(model))),
-        Case(
-            "named_children",
-            lambda: list(model.named_children()),
-            lambda: list(tw.named_children(model)),
-        ),
-        Case("children", lambda: list(model.children()), lambda: list(tw.children(model))),
-    ]
+    found = [_iterator_case(model, function) for function in _ITERATOR_FUNCTIONS]
     if parameter_name is not None:
         module_name = parameter_name.rpartition(".")[0]
         found += [
@@ -343,23 +335,11 @@ def _calibrated_loops(call: Callable[[], object], min_sample_s: float) -> int:
 
 def _seconds_per_call(call: Callable[[], object], loops: int) -> float:
     """Mean seconds per call over ``loops`` calls, with the garbage collector paused."""
-    with _gc_paused():
+    with zoo.gc_paused():
         start = time.perf_counter()
         for _ in range(loops):
             call()
         return (time.perf_counter() - start) / loops
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector, if it runs, for the duration (as timeit does)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _format_seconds(seconds: float) -> str:

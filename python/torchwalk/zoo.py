@@ -480,18 +480,18 @@ def deepseek_v3(
     routed experts and 1 shared expert; untied head; 60,488 modules. Each MoE
     layer's router holds a float32 ``e_score_correction_bias`` buffer (58
     buffers of 256, plus the rotary ``inv_freq``). Built on meta in about a
-    second: see :func:`_replicas` and :func:`_gc_paused`.
+    second: see :func:`_replicas` and :func:`gc_paused`.
 
     Args:
         device (torch.device or str): where the tensors live. Default: ``"meta"``.
         config (DeepseekV3Config): the shape. Default: DeepSeek-V3.
     """
-    with _gc_paused(), torch.device(device):
+    with gc_paused(), torch.device(device):
         return DeepseekV3ForCausalLM(config)
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector, if it runs, for the duration.
 
     Building DeepSeek-V3 creates about a million containers (every module has a
