@@ -36,3 +36,59 @@ def children(module: nn.Module, /) -> Iterator[nn.Module] | None: ...
 def get_submodule(module: nn.Module, target: str, /) -> nn.Module | None: ...
 def get_parameter(module: nn.Module, target: str, /) -> nn.Parameter | None: ...
 def get_buffer(module: nn.Module, target: str, /) -> torch.Tensor | None: ...
+
+# --- The walk-once snapshot (csrc/tree/): flat records of one walk. ---------
+#
+# Module positions are numbered in the order of
+# `named_modules(remove_duplicate=False)` (root = 0; a module held at several
+# places has a position at each, its subtree repeated). Leaves are numbered per
+# position: the position's parameters (non-None, dict order), then, when
+# buffers are walked, its buffers; so filtering leaves gives exactly
+# `named_parameters(remove_duplicate=False)` / `named_buffers(...)` order.
+
+class TreeRecords:
+    # Module positions.
+    def module_count(self) -> int: ...
+    def module_path(self, position: int, /) -> str: ...  # "" for the root
+    def module_name(self, position: int, /) -> str: ...  # last path component, "" for the root
+    def module_type(self, position: int, /) -> str: ...  # type(module).__name__ ("" from a mapping)
+    def module_object(self, position: int, /) -> nn.Module | None: ...  # None from a mapping
+    def module_parent(self, position: int, /) -> int: ...  # -1 for the root
+    def module_depth(self, position: int, /) -> int: ...  # root 0
+    def module_children(self, position: int, /) -> list[int]: ...  # child positions, in order
+    def module_leaves(self, position: int, /) -> list[int]: ...  # its own leaves, in order
+    def module_first(self, position: int, /) -> int: ...  # first position of the same module object
+    # A hash of the subtree's structure (types, member and child names, leaf
+    # shapes and dtypes, all the way down): equal for identical siblings.
+    def module_shape_hash(self, position: int, /) -> int: ...
+    # Figures over the subtree, each tensor object once, lazy parameters left
+    # out: (params, trainable, frozen, bytes, buffers, buffer_bytes,
+    # uninitialized).
+    def module_totals(self, position: int, /) -> tuple[int, int, int, int, int, int, int]: ...
+    # Leaves.
+    def leaf_count(self) -> int: ...
+    def leaf_path(self, leaf: int, /) -> str: ...  # full dotted name
+    def leaf_name(self, leaf: int, /) -> str: ...  # name in its module
+    def leaf_module(self, leaf: int, /) -> int: ...  # module position
+    def leaf_is_buffer(self, leaf: int, /) -> bool: ...
+    def leaf_tensor(self, leaf: int, /) -> torch.Tensor: ...
+    def leaf_first(self, leaf: int, /) -> int: ...  # first leaf holding the same tensor object
+    def leaf_is_lazy(self, leaf: int, /) -> bool: ...  # an uninitialized (lazy) parameter or buffer
+    # For a leaf in a tie group of kind shared, alias or overlap that is not
+    # the group's first name: that first leaf ("tied to ..."). Otherwise -1.
+    def leaf_tied_to(self, leaf: int, /) -> int: ...
+    # Views equal to the drop-ins' results at walk time.
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]: ...
+    def named_buffers(self) -> list[tuple[str, torch.Tensor]]: ...
+    def named_modules(self) -> list[tuple[str, nn.Module]]: ...
+    # Tie groups (API.md §3): (names, kind, nbytes, overcount_nbytes), in the
+    # order of their first name.
+    def tie_groups(self) -> list[tuple[list[str], str, int, int]]: ...
+    # Whole-tree totals (API.md §4) except the ties: params, params_unique,
+    # bytes_unique, trainable, frozen, uninitialized, bytes, buffers,
+    # buffer_bytes, bytes_by_dtype ({"torch.float32": n}), bytes_by_device
+    # ({"cpu": n}).
+    def totals(self) -> dict[str, Any]: ...
+
+def walk_module(module: nn.Module, buffers: bool, /) -> TreeRecords: ...
+def walk_mapping(names: list[str], tensors: list[torch.Tensor], buffers: bool, /) -> TreeRecords: ...
