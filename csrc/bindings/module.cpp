@@ -12,9 +12,12 @@
 
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <string>
 #include <type_traits>
 
+#include "storage/tie_groups.h"
+#include "tree/tree_records.h"
 #include "walk/attribute_path.h"
 #include "walk/class_check.h"
 #include "walk/module_walk.h"
@@ -186,6 +189,99 @@ PyMethodDef fast_functions[] = {
 
 #undef TORCHWALK_FAST_FUNCTION
 
+// torch.nn.parameter.UninitializedTensorMixin: lazy tensors are its instances.
+// Owned for the extension's lifetime (never released, as in class_check.cpp).
+PyObject* lazy_tensor_class = nullptr;
+
+const char* kind_name(TieKind kind) {
+  switch (kind) {
+    case TieKind::shared:
+      return "shared";
+    case TieKind::alias:
+      return "alias";
+    case TieKind::overlap:
+      return "overlap";
+    case TieKind::packed:
+      return "packed";
+  }
+  return "packed";
+}
+
+void bind_tree_records(py::module_& m) {
+  using Records = TreeRecords;
+  py::class_<Records>(m, "TreeRecords",
+                      "Flat records of one walk: module positions and the tensors at each.")
+      .def("module_count", &Records::module_count)
+      .def("module_path", &Records::module_path)
+      .def("module_name", [](const Records& r, int64_t p) { return r.module(p).name; })
+      .def("module_type",
+           [](const Records& r, int64_t p) -> std::string {
+             const ModuleRecord& record = r.module(p);
+             return record.module.is_none() ? "" : Py_TYPE(record.module.ptr())->tp_name;
+           })
+      .def("module_object", [](const Records& r, int64_t p) { return r.module(p).module; })
+      .def("module_parent", [](const Records& r, int64_t p) { return r.module(p).parent; })
+      .def("module_depth", [](const Records& r, int64_t p) { return r.module(p).depth; })
+      .def("module_children", &Records::module_children)
+      .def("module_leaves",
+           [](const Records& r, int64_t p) {
+             const ModuleRecord& record = r.module(p);
+             py::list leaves;
+             for (int64_t leaf = record.first_leaf; leaf < record.first_leaf + record.leaf_count;
+                  ++leaf) {
+               leaves.append(leaf);
+             }
+             return leaves;
+           })
+      .def("module_first", [](const Records& r, int64_t p) { return r.module(p).first; })
+      .def("module_shape_hash", [](const Records& r, int64_t p) { return r.module(p).shape_hash; })
+      .def("module_totals",
+           [](const Records& r, int64_t p) {
+             const SubtreeFigures& f = r.module(p).figures;
+             return py::make_tuple(f.params, f.trainable, f.frozen, f.bytes, f.buffers,
+                                   f.buffer_bytes, f.uninitialized);
+           })
+      .def("leaf_count", &Records::leaf_count)
+      .def("leaf_path", &Records::leaf_path)
+      .def("leaf_name", [](const Records& r, int64_t i) { return r.leaf(i).name; })
+      .def("leaf_module", [](const Records& r, int64_t i) { return r.leaf(i).module; })
+      .def("leaf_is_buffer", [](const Records& r, int64_t i) { return r.leaf(i).is_buffer; })
+      .def("leaf_tensor", [](const Records& r, int64_t i) { return r.leaf(i).tensor; })
+      .def("leaf_first", [](const Records& r, int64_t i) { return r.leaf(i).first; })
+      .def("leaf_is_lazy", [](const Records& r, int64_t i) { return r.leaf(i).is_lazy; })
+      .def("leaf_tied_to", &Records::leaf_tied_to)
+      .def("named_parameters", &Records::named_parameters)
+      .def("named_buffers", &Records::named_buffers)
+      .def("named_modules", &Records::named_modules)
+      .def("tie_groups",
+           [](Records& r) {
+             py::list groups;
+             for (const TieGroup& group : r.tie_groups()) {
+               py::list names;
+               for (int64_t leaf : group.leaves) {
+                 names.append(r.leaf_path(leaf));
+               }
+               groups.append(py::make_tuple(names, kind_name(group.kind), group.nbytes,
+                                            group.overcount_nbytes));
+             }
+             return groups;
+           })
+      .def("totals", &Records::totals);
+
+  m.def(
+      "walk_module",
+      [](py::handle module, bool buffers) {
+        return std::make_unique<Records>(Records::from_module(module, buffers, lazy_tensor_class));
+      },
+      "Walks an nn.Module once into TreeRecords.");
+  m.def(
+      "walk_mapping",
+      [](py::handle names, py::handle tensors) {
+        return std::make_unique<Records>(Records::from_mapping(names, tensors, lazy_tensor_class));
+      },
+      "Builds TreeRecords from dotted names and their tensors.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -195,11 +291,14 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "configure",
       [](py::handle module_class, py::handle parameter_class, py::handle tensor_hash,
-         py::handle identity_torch_functions) {
+         py::handle identity_torch_functions, py::handle lazy_class) {
         configure_classes(module_class.ptr(), parameter_class.ptr(), tensor_hash.ptr(),
                           identity_torch_functions.ptr());
+        lazy_tensor_class = Py_NewRef(lazy_class.ptr());
       },
-      "Tells the walker nn.Module, nn.Parameter and how tensors hash (called once, at import).");
+      "Tells the walkers nn.Module, nn.Parameter, how tensors hash and which tensors are lazy "
+      "(called once, at import).");
+  bind_tree_records(m);
 
   if (PyModule_AddFunctions(m.ptr(), fast_functions) != 0) {
     throw py::error_already_set();

@@ -39,7 +39,13 @@ def _identity_hash_torch_functions() -> tuple[Any, ...]:
     return tuple(implementations)
 
 
-_C.configure(nn.Module, nn.Parameter, torch.Tensor.__hash__, _identity_hash_torch_functions())
+_C.configure(
+    nn.Module,
+    nn.Parameter,
+    torch.Tensor.__hash__,
+    _identity_hash_torch_functions(),
+    UninitializedTensorMixin,
+)
 
 
 def _given(**arguments: tuple[Any, Any]) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+// The one file that sees torch's tensors (torch/csrc/autograd/python_variable.h
+// alone takes about 9 s to parse here): everything else reads TensorFacts.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <array>
+#include <string>
+
+#include "storage/tensor_facts.h"
+
+namespace torchwalk {
+namespace {
+
+uint64_t mix(uint64_t hash, uint64_t value) {
+  // boost::hash_combine's recipe, widened to 64 bits.
+  return hash ^ (value + 0x9E3779B97F4A7C15ull + (hash << 6) + (hash >> 2));
+}
+
+int16_t device_code_of(const c10::Device& device) {
+  return static_cast<int16_t>(static_cast<int>(device.type()) * 256 + (device.index() + 1));
+}
+
+}  // namespace
+
+bool is_tensor(PyObject* object) { return THPVariable_Check(object); }
+
+TensorFacts tensor_facts(PyObject* tensor) {
+  const at::Tensor& view = THPVariable_Unpack(tensor);
+  TensorFacts facts;
+  facts.numel = view.numel();
+  facts.itemsize = static_cast<int64_t>(view.itemsize());
+  facts.dtype_code = static_cast<int8_t>(view.scalar_type());
+  facts.device_code = device_code_of(view.device());
+  facts.requires_grad = view.requires_grad();
+
+  uint64_t shape_hash = mix(view.dim(), facts.dtype_code);
+  for (int64_t size : view.sizes()) {
+    shape_hash = mix(shape_hash, static_cast<uint64_t>(size));
+  }
+  facts.shape_hash = shape_hash;
+
+  // Sparse, nested and some wrapper tensors have no strided storage to share.
+  if (!view.has_storage() || view.layout() != c10::kStrided) {
+    facts.view_hash = shape_hash;
+    return facts;
+  }
+  facts.storage_key = reinterpret_cast<uintptr_t>(view.storage().unsafeGetStorageImpl());
+  int64_t offset = view.storage_offset();
+  uint64_t view_hash = mix(shape_hash, static_cast<uint64_t>(offset));
+  int64_t last_element = offset;
+  for (int64_t dim = 0; dim < view.dim(); ++dim) {
+    view_hash = mix(view_hash, static_cast<uint64_t>(view.stride(dim)));
+    last_element += (view.size(dim) - 1) * view.stride(dim);
+  }
+  facts.view_hash = view_hash;
+  facts.span_begin = offset * facts.itemsize;
+  facts.span_end = facts.numel == 0 ? facts.span_begin : (last_element + 1) * facts.itemsize;
+  return facts;
+}
+
+bool same_view(PyObject* tensor, PyObject* other) {
+  const at::Tensor& a = THPVariable_Unpack(tensor);
+  const at::Tensor& b = THPVariable_Unpack(other);
+  return a.has_storage() && b.has_storage() && a.layout() == c10::kStrided &&
+         b.layout() == c10::kStrided && a.storage().is_alias_of(b.storage()) &&
+         a.storage_offset() == b.storage_offset() && a.sizes().equals(b.sizes()) &&
+         a.strides().equals(b.strides()) && a.scalar_type() == b.scalar_type();
+}
+
+PyObject* dtype_name(int8_t dtype_code, PyObject* tensor) {
+  // Filled on first sight of each dtype from Python's own str(tensor.dtype),
+  // so the names are torch's ("torch.float32") whatever the version.
+  static std::array<PyObject*, 256> names{};
+  PyObject*& name = names[static_cast<uint8_t>(dtype_code)];
+  if (name == nullptr) {
+    PyObject* dtype = PyObject_GetAttrString(tensor, "dtype");
+    if (dtype == nullptr) {
+      return nullptr;
+    }
+    name = PyObject_Str(dtype);
+    Py_DECREF(dtype);
+    if (name == nullptr) {
+      return nullptr;
+    }
+  }
+  return Py_NewRef(name);
+}
+
+PyObject* device_name(int16_t device_code) {
+  auto type = static_cast<c10::DeviceType>(device_code / 256);
+  auto index = static_cast<c10::DeviceIndex>(device_code % 256 - 1);
+  std::string name = c10::Device(type, index).str();
+  return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+}
+
+}  // namespace torchwalk

@@ -1,0 +1,26 @@
+#pragma once
+
+// Which leaves share memory (API.md §3), and what the tree holds when each
+// storage byte is counted once. Both sort the leaves by storage key, so they
+// take O(P log P) for P leaves.
+
+#include <cstdint>
+#include <vector>
+
+#include "tree/tree_records.h"
+
+namespace torchwalk {
+
+// The groups of two or more leaves on one storage, ordered by their first
+// leaf, each with the strongest kind found between two of its leaves.
+std::vector<TieGroup> group_ties(const std::vector<LeafRecord>& leaves);
+
+struct StorageFigures {
+  int64_t params = 0;  // parameter elements, each storage element once
+  int64_t bytes = 0;   // parameter and buffer bytes, each storage byte once
+};
+
+// Over the first leaf of each tensor object, lazy ones left out.
+StorageFigures unique_storage_figures(const std::vector<LeafRecord>& leaves);
+
+}  // namespace torchwalk

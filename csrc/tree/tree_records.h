@@ -1,0 +1,110 @@
+#pragma once
+
+// The walk-once snapshot: flat records of every module position and every
+// tensor held at it, built in one walk, then read in many ways (the views,
+// the summary's per-module figures, the ties) without walking again.
+//
+// Positions follow `named_modules(remove_duplicate=False)`: a module held at
+// two places has a position at each, with its subtree repeated, so that every
+// name a tensor can be reached by is a leaf. Positions are in pre-order, so a
+// parent comes before its children and each position's own leaves are
+// consecutive. The records own references to every module and tensor.
+
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "storage/tensor_facts.h"
+
+namespace torchwalk {
+
+namespace py = pybind11;
+
+// Figures over a subtree, each tensor object once, lazy tensors left out.
+struct SubtreeFigures {
+  int64_t params = 0;
+  int64_t trainable = 0;
+  int64_t frozen = 0;
+  int64_t bytes = 0;
+  int64_t buffers = 0;
+  int64_t buffer_bytes = 0;
+  int64_t uninitialized = 0;  // lazy parameters
+};
+
+struct ModuleRecord {
+  py::object module;  // None for a module implied by a mapping's dotted names
+  py::object name;    // its name in the parent; the root's is ""
+  int64_t parent = -1;
+  int64_t depth = 0;
+  int64_t first = 0;  // first position of the same module object
+  int64_t first_child = -1;
+  int64_t next_sibling = -1;
+  int64_t first_leaf = 0;
+  int64_t leaf_count = 0;
+  uint64_t shape_hash = 0;
+  SubtreeFigures figures;
+};
+
+struct LeafRecord {
+  py::object name;  // its name in its module
+  py::object tensor;
+  int64_t module = 0;
+  int64_t first = 0;  // first leaf of the same kind holding the same tensor object
+  bool is_buffer = false;
+  bool is_lazy = false;
+  TensorFacts facts;
+};
+
+enum class TieKind { packed, overlap, alias, shared };  // weakest to strongest
+
+struct TieGroup {
+  std::vector<int64_t> leaves;  // in walk order
+  TieKind kind = TieKind::packed;
+  int64_t nbytes = 0;
+  int64_t overcount_nbytes = 0;
+};
+
+class TreeRecords {
+ public:
+  // Walks `root` (an nn.Module); raises TypeError for anything else and
+  // RecursionError for a module cycle (every position of a cycle is infinite).
+  static TreeRecords from_module(py::handle root, bool buffers, py::handle lazy_class);
+
+  // Builds the hierarchy from dotted names; `tensors[i]` is held at `names[i]`.
+  static TreeRecords from_mapping(py::handle names, py::handle tensors, py::handle lazy_class);
+
+  int64_t module_count() const { return static_cast<int64_t>(modules_.size()); }
+  int64_t leaf_count() const { return static_cast<int64_t>(leaves_.size()); }
+  const ModuleRecord& module(int64_t position) const;
+  const LeafRecord& leaf(int64_t index) const;
+
+  std::string module_path(int64_t position) const;
+  std::string leaf_path(int64_t index) const;
+  std::vector<int64_t> module_children(int64_t position) const;
+
+  // The views: what the drop-ins return for the walked tree.
+  py::list named_parameters() const;
+  py::list named_buffers() const;
+  py::list named_modules() const;
+
+  const std::vector<TieGroup>& tie_groups();
+  int64_t leaf_tied_to(int64_t index);
+  py::dict totals();
+
+ private:
+  TreeRecords() = default;
+  void add_leaves(int64_t position, PyObject* members, bool are_buffers, py::handle lazy_class);
+  void finish();  // first leaves, shape hashes, subtree figures
+  void find_ties();
+
+  std::vector<ModuleRecord> modules_;
+  std::vector<LeafRecord> leaves_;
+  std::optional<std::vector<TieGroup>> ties_;
+  std::vector<int64_t> tied_to_;
+};
+
+}  // namespace torchwalk
