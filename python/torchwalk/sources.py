@@ -157,7 +157,8 @@ def _build_from_factory(source: str, device: Device) -> nn.Module:
         return factory
     if not callable(factory):
         raise SourceError(
-            f"cannot load {source!r}: {attribute_path} is a {type(factory).__name__}, not callable"
+            f"cannot load {source!r}: {attribute_path} is not callable "
+            f"({type(factory).__name__!r} object)"
         )
     try:
         with torch.device(device):
