@@ -2,21 +2,36 @@
 
 Each command is a sub-parser set up by an ``_add_<command>`` function and
 run by a ``_<command>`` function that takes the parsed arguments and returns
-the exit status. Bad input is one line on stderr and exit status 2, never a
+the exit status. With no command at all, ``torchwalk`` runs ``torchwalk
+summary``. Bad input is one line on stderr and exit status 2, never a
 traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from torchwalk import bench, zoo
+import torchwalk as tw
+from torchwalk import bench, sources, zoo
+from torchwalk.summary import human_bytes
 
 USAGE_ERROR = 2
 """Exit status for bad input, as argparse uses."""
+
+BROKEN_PIPE = 128 + 13
+"""Exit status when stdout's reader went away (``torchwalk tree | head``), as for SIGPIPE."""
+
+DEFAULT_COMMAND = "summary"
+"""The command that ``torchwalk`` with no arguments runs."""
+
+MAX_SKIPPED_SHOWN = 10
+"""How many ignored checkpoint entries the note on stderr names before it counts the rest."""
 
 
 class UsageError(Exception):
@@ -35,32 +50,226 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Args:
         argv (sequence of str, optional): the arguments after the program name.
-            Default: ``sys.argv[1:]``.
+            Default: ``sys.argv[1:]``. Empty: ``summary`` of the default model.
 
     Returns:
         int: the exit status: 0 on success, 2 for bad input (after one line on
-        stderr). ``--help`` exits through ``SystemExit(0)``, as argparse does.
+        stderr), 130 when interrupted, 141 when stdout's reader went away.
+        ``--help`` exits through ``SystemExit(0)``, as argparse does.
     """
+    arguments_given = list(sys.argv[1:] if argv is None else argv)
     try:
-        arguments = _parser().parse_args(argv)
-        return int(arguments.run(arguments))
+        arguments = _parser().parse_args(arguments_given or [DEFAULT_COMMAND])
+        status = int(arguments.run(arguments))
+        # Flushed here, not at exit, so that a reader gone away is handled below.
+        sys.stdout.flush()
+        return status
     except UsageError as error:
         print(error, file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("torchwalk: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Python would report the same error again when it flushes stdout at
+        # exit; pointing stdout at /dev/null quiets it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
     """The parser of the whole command line, one sub-parser per command."""
     parser = _ArgumentParser(
         prog="torchwalk",
-        description="Fast, exact walks over PyTorch module trees.",
+        description=(
+            "Fast, exact walks over PyTorch module trees. "
+            f"With no command, runs '{DEFAULT_COMMAND}' on {sources.DEFAULT_SOURCE}."
+        ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    # In the order of API.md §7. `stats` goes after `tree`; unlike the others it
+    # reads tensor data, so it will load its source on the CPU, not on meta.
+    _add_summary(commands)
+    _add_tree(commands)
+    _add_ties(commands)
     _add_bench(commands)
     return parser
+
+
+# -- summary, tree, ties: one source each -----------------------------------------------------
+
+
+def _add_summary(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
+    """Set up ``torchwalk summary [SOURCE] [--depth N] [--json]``."""
+    parser = commands.add_parser(
+        "summary",
+        help="parameter and byte counts per module (reads no tensor data)",
+        description=(
+            "Count parameters, buffers and bytes per module, down to --depth, with "
+            "the totals by dtype and device and the tensors that share memory."
+        ),
+    )
+    _add_source_argument(parser)
+    _add_depth_option(parser, "rows down to this module depth (root 0; default: all)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(run=_summary, prog=parser.prog)
+
+
+def _summary(arguments: argparse.Namespace) -> int:
+    """Run ``torchwalk summary``: print the summary table (or its JSON)."""
+    summary = _walk(arguments).summary(depth=arguments.depth)
+    print(summary.to_json() if arguments.json else summary)
+    return 0
+
+
+def _add_tree(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
+    """Set up ``torchwalk tree [SOURCE] [--depth N] [--name NAME] [--ascii] [--json]``."""
+    parser = commands.add_parser(
+        "tree",
+        help="draw the module tree with parameter shapes",
+        description=(
+            "Draw the module tree: modules, parameter and buffer shapes, shared "
+            "modules and tied tensors, identical sibling runs collapsed."
+        ),
+    )
+    _add_source_argument(parser)
+    _add_depth_option(parser, "draw down to this module depth (root 0; default: all)")
+    parser.add_argument("--name", help="the root's name on the first line (default: none)")
+    parser.add_argument(
+        "--ascii", action="store_true", help="plain ASCII instead of box-drawing characters"
+    )
+    parser.add_argument("--json", action="store_true", help='print {"text": DRAWING} as JSON')
+    parser.set_defaults(run=_tree, prog=parser.prog)
+
+
+def _tree(arguments: argparse.Namespace) -> int:
+    """Run ``torchwalk tree``: print the drawing (or ``{"text": ...}``)."""
+    drawing = _walk(arguments).render(
+        name=arguments.name, depth=arguments.depth, ascii=arguments.ascii
+    )
+    print(json.dumps({"text": drawing}) if arguments.json else drawing)
+    return 0
+
+
+def _add_ties(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
+    """Set up ``torchwalk ties [SOURCE] [--json]``."""
+    parser = commands.add_parser(
+        "ties",
+        help="list the tensors that share memory",
+        description=(
+            "List every group of parameter and buffer names whose tensors share a "
+            "storage (shared, alias, overlap or packed), the bytes the group occupies "
+            "once, and what counting each name separately would add."
+        ),
+    )
+    _add_source_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the groups as a JSON list")
+    parser.set_defaults(run=_ties, prog=parser.prog)
+
+
+def _ties(arguments: argparse.Namespace) -> int:
+    """Run ``torchwalk ties``: one line per tie group (or a JSON list of them)."""
+    groups = _walk(arguments).ties()
+    if arguments.json:
+        print(json.dumps([dataclasses.asdict(group) for group in groups], indent=2))
+    elif not groups:
+        print("no tensors share memory")
+    else:
+        for group in groups:
+            print(
+                f"{group.kind:<7}  {human_bytes(group.nbytes):>8}  "
+                f"overcount {human_bytes(group.overcount_nbytes):>8}  {', '.join(group.names)}"
+            )
+    return 0
+
+
+# -- what the source-taking commands share ----------------------------------------------------
+
+
+def _add_source_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the optional positional ``SOURCE``."""
+    parser.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help=(
+            f"a built-in model ({', '.join(zoo.names())}), package.module:callable "
+            "returning an nn.Module, or a checkpoint file (.pt, .pth, .bin, "
+            f".safetensors); default: {sources.DEFAULT_SOURCE}"
+        ),
+    )
+
+
+def _add_depth_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Add ``--depth N``, a module depth (``None`` when not given)."""
+    parser.add_argument("--depth", type=_depth, metavar="N", help=help_text)
+
+
+def _depth(text: str) -> int:
+    """Parse ``--depth``: a non-negative integer."""
+    try:
+        depth = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if depth < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {depth}")
+    return depth
+
+
+def _walk(arguments: argparse.Namespace) -> tw.ParamTree:
+    """Load ``arguments.source`` on the meta device and walk it once: the ``ParamTree``.
+
+    Notes on stderr which checkpoint entries were left out. A source that
+    cannot be loaded, or whose walk rejects it, raises :class:`UsageError`.
+    """
+    _make_cwd_importable()
+    try:
+        source = sources.load_source(arguments.source, device="meta")
+    except sources.SourceError as error:
+        raise UsageError(f"{arguments.prog}: error: {error}") from error
+    if isinstance(source, sources.Checkpoint) and source.skipped:
+        print(_skipped_note(source.skipped), file=sys.stderr)
+    try:
+        return tw.walk(source)
+    # What a user's source can make the walk raise: names that clash in a
+    # checkpoint (ValueError), a module graph it cannot walk (RecursionError).
+    # Anything else is a bug in torchwalk, and keeps its traceback.
+    except (ValueError, RecursionError) as error:
+        name = sources.DEFAULT_SOURCE if arguments.source is None else arguments.source
+        raise UsageError(
+            f"{arguments.prog}: error: cannot walk {name!r}: {_describe(error)}"
+        ) from error
+
+
+def _describe(error: BaseException) -> str:
+    """``error`` as ``Type: first line of its message``, for a one-line report."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _skipped_note(skipped: Sequence[str]) -> str:
+    """The stderr line about a checkpoint's non-tensor entries, naming the first few."""
+    shown = ", ".join(skipped[:MAX_SKIPPED_SHOWN])
+    not_shown = len(skipped) - MAX_SKIPPED_SHOWN
+    more = f" and {not_shown} more" if not_shown > 0 else ""
+    entries = "entry" if len(skipped) == 1 else "entries"
+    return f"torchwalk: ignored {len(skipped)} non-tensor {entries}: {shown}{more}"
+
+
+def _make_cwd_importable() -> None:
+    """Let ``package.module:callable`` import from the current directory, as ``python -m`` does.
+
+    The installed ``torchwalk`` script's ``sys.path`` starts with its own
+    directory instead. Appended, not prepended, so that a stray ``torch.py``
+    in the current directory cannot shadow an installed package.
+    """
+    current = os.getcwd()
+    if "" not in sys.path and current not in sys.path:
+        sys.path.append(current)
+
+
+# -- bench ------------------------------------------------------------------------------------
 
 
 def _add_bench(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
