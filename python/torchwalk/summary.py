@@ -63,17 +63,15 @@ _BYTE_UNITS = (" B", " kB", " MB", " GB", " TB", " PB", " EB")
 
 def _three_digits(value: float, units: tuple[str, ...]) -> str:
     """``value`` in the largest decimal unit that keeps it at or above 1, 3 significant digits."""
+    # Round to 3 significant digits first: 99.95 becomes 100 (no decimals), and
+    # 999,999 becomes 1000 K, which moves on to the next unit, "1.00 M".
     scale = 0
-    while True:
-        scaled = value / 1000**scale
-        if abs(scaled) < 100:
-            text = f"{scaled:.2f}" if abs(scaled) < 10 else f"{scaled:.1f}"
-        else:
-            text = f"{scaled:.0f}"
-        # Rounding can carry into the next unit (999,999 is "1.00 M", not "1000 K").
-        if abs(float(text)) < 1000 or scale == len(units) - 1:
-            return text + units[scale]
+    rounded = float(f"{value:.3g}")
+    while abs(rounded) >= 1000 and scale < len(units) - 1:
         scale += 1
+        rounded = float(f"{value / 1000**scale:.3g}")
+    decimals = 0 if abs(rounded) >= 100 else 1 if abs(rounded) >= 10 else 2
+    return f"{rounded:.{decimals}f}{units[scale]}"
 
 
 def human_count(count: int) -> str:
