@@ -28,6 +28,7 @@ line going on), ``->`` and ``x`` (``32 x LlamaDecoderLayer``) and ``...``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from torchwalk.summary import Records, human_count, sibling_runs
 
@@ -138,9 +139,8 @@ class _Drawing:
             self._leaf_line(leaf) for leaf in self.records.module_leaves(position)
         ]
         children = self.records.module_children(position)
-        ends = {
-            child: after for child, after in zip(children, [*children[1:], module.end], strict=True)
-        }
+        # Positions are numbered depth-first: a child's subtree ends where the next one begins.
+        ends = dict(pairwise([*children, module.end]))
         for run in sibling_runs(self.records, children, keep_repeats=True):
             first = run.positions[0]
             items.append(self._folded(_Module(first, run.label, len(run.positions), ends[first])))
