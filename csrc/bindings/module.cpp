@@ -222,7 +222,14 @@ void bind_tree_records(py::module_& m) {
       .def("module_object", [](const Records& r, int64_t p) { return r.module(p).module; })
       .def("module_parent", [](const Records& r, int64_t p) { return r.module(p).parent; })
       .def("module_depth", [](const Records& r, int64_t p) { return r.module(p).depth; })
-      .def("module_children", &Records::module_children)
+      .def("module_children",
+           [](const Records& r, int64_t p) {
+             py::list children;
+             for (int64_t child : r.module_children(p)) {
+               children.append(child);
+             }
+             return children;
+           })
       .def("module_leaves",
            [](const Records& r, int64_t p) {
              const ModuleRecord& record = r.module(p);
@@ -242,6 +249,7 @@ void bind_tree_records(py::module_& m) {
                                    f.buffer_bytes, f.uninitialized);
            })
       .def("leaf_count", &Records::leaf_count)
+      .def("unique_leaf_count", &Records::unique_leaf_count)
       .def("leaf_path", &Records::leaf_path)
       .def("leaf_name", [](const Records& r, int64_t i) { return r.leaf(i).name; })
       .def("leaf_module", [](const Records& r, int64_t i) { return r.leaf(i).module; })

@@ -41,6 +41,19 @@ const char* utf8(PyObject* str) {
   return text;
 }
 
+void add_leaf_figures(SubtreeFigures& figures, const LeafRecord& leaf) {
+  if (leaf.is_lazy) {
+    figures.uninitialized += leaf.is_buffer ? 0 : 1;
+  } else if (leaf.is_buffer) {
+    figures.buffers += leaf.facts.numel;
+    figures.buffer_bytes += leaf.facts.nbytes();
+  } else {
+    figures.params += leaf.facts.numel;
+    (leaf.facts.requires_grad ? figures.trainable : figures.frozen) += leaf.facts.numel;
+    figures.bytes += leaf.facts.nbytes();
+  }
+}
+
 }  // namespace
 
 const ModuleRecord& TreeRecords::module(int64_t position) const {
@@ -326,16 +339,25 @@ void TreeRecords::finish() {
     record.shape_hash = hash;
   }
 
-  // Subtree figures, each tensor object once: a tensor is added to every
-  // ancestor of each of its positions, stopping where the same tensor was
-  // already added (that module's ancestors have it too).
+  // Subtree figures, each tensor object once. A tensor held at one position
+  // (almost all) is added to its module, and the sums then flow up from
+  // children to parents. A tensor held at several positions is added to every
+  // ancestor of each of them directly, stopping where it was already added
+  // (that module's ancestors have it too).
+  std::vector<int64_t> positions_of_tensor(leaves_.size(), 0);  // indexed by first leaf
+  for (const LeafRecord& leaf : leaves_) {
+    ++positions_of_tensor[static_cast<size_t>(leaf.first)];
+  }
+  std::vector<SubtreeFigures> own(modules_.size());
   std::vector<int64_t> added_tensor(modules_.size(), -1);
   for (size_t index = 0; index < leaves_.size(); ++index) {
     const LeafRecord& leaf = leaves_[index];
-    int64_t tensor_id = leaf.first;
-    if (leaf.is_buffer) {
-      tensor_id += static_cast<int64_t>(leaves_.size());  // a distinct id space for buffers
+    if (positions_of_tensor[static_cast<size_t>(leaf.first)] == 1) {
+      add_leaf_figures(own[static_cast<size_t>(leaf.module)], leaf);
+      continue;
     }
+    // Parameters and buffers have their own first leaves: ids apart.
+    int64_t tensor_id = leaf.first + (leaf.is_buffer ? static_cast<int64_t>(leaves_.size()) : 0);
     for (int64_t position = leaf.module; position >= 0;
          position = modules_[static_cast<size_t>(position)].parent) {
       int64_t& stamp = added_tensor[static_cast<size_t>(position)];
@@ -343,17 +365,14 @@ void TreeRecords::finish() {
         break;
       }
       stamp = tensor_id;
-      SubtreeFigures& figures = modules_[static_cast<size_t>(position)].figures;
-      if (leaf.is_lazy) {
-        figures.uninitialized += leaf.is_buffer ? 0 : 1;
-      } else if (leaf.is_buffer) {
-        figures.buffers += leaf.facts.numel;
-        figures.buffer_bytes += leaf.facts.nbytes();
-      } else {
-        figures.params += leaf.facts.numel;
-        (leaf.facts.requires_grad ? figures.trainable : figures.frozen) += leaf.facts.numel;
-        figures.bytes += leaf.facts.nbytes();
-      }
+      add_leaf_figures(modules_[static_cast<size_t>(position)].figures, leaf);
+    }
+  }
+  for (size_t position = modules_.size(); position-- > 0;) {
+    ModuleRecord& record = modules_[position];
+    record.figures += own[position];
+    if (record.parent >= 0) {
+      own[static_cast<size_t>(record.parent)] += own[position];
     }
   }
 }
@@ -382,6 +401,14 @@ std::string TreeRecords::leaf_path(int64_t index) const {
     path.push_back('.');
   }
   return path + utf8(record.name.ptr());
+}
+
+int64_t TreeRecords::unique_leaf_count() const {
+  int64_t count = 0;
+  for (size_t index = 0; index < leaves_.size(); ++index) {
+    count += leaves_[index].first == static_cast<int64_t>(index);
+  }
+  return count;
 }
 
 std::vector<int64_t> TreeRecords::module_children(int64_t position) const {

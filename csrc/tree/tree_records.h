@@ -33,6 +33,17 @@ struct SubtreeFigures {
   int64_t buffers = 0;
   int64_t buffer_bytes = 0;
   int64_t uninitialized = 0;  // lazy parameters
+
+  SubtreeFigures& operator+=(const SubtreeFigures& other) {
+    params += other.params;
+    trainable += other.trainable;
+    frozen += other.frozen;
+    bytes += other.bytes;
+    buffers += other.buffers;
+    buffer_bytes += other.buffer_bytes;
+    uninitialized += other.uninitialized;
+    return *this;
+  }
 };
 
 struct ModuleRecord {
@@ -79,6 +90,8 @@ class TreeRecords {
 
   int64_t module_count() const { return static_cast<int64_t>(modules_.size()); }
   int64_t leaf_count() const { return static_cast<int64_t>(leaves_.size()); }
+  // Distinct parameters plus distinct buffers: `len(tree)`.
+  int64_t unique_leaf_count() const;
   const ModuleRecord& module(int64_t position) const;
   const LeafRecord& leaf(int64_t index) const;
 

@@ -68,6 +68,7 @@ class TreeRecords:
     def module_totals(self, position: int, /) -> tuple[int, int, int, int, int, int, int]: ...
     # Leaves.
     def leaf_count(self) -> int: ...
+    def unique_leaf_count(self) -> int: ...  # distinct parameters plus distinct buffers
     def leaf_path(self, leaf: int, /) -> str: ...  # full dotted name
     def leaf_name(self, leaf: int, /) -> str: ...  # name in its module
     def leaf_module(self, leaf: int, /) -> int: ...  # module position

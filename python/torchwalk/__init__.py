@@ -7,6 +7,9 @@ the ``torch.nn.Module`` methods of the same name::
 
     for name, param in tw.named_parameters(model):
         ...
+
+``tw.walk(model)`` walks once and keeps a snapshot to read many ways: the
+views, ``ties()``, ``summary()`` and ``render()``.
 """
 
 from torchwalk._version_gate import check_torch_version
@@ -27,10 +30,16 @@ from torchwalk.dropin import (  # noqa: E402
     named_parameters,
     parameters,
 )
+from torchwalk.summary import Summary, SummaryRow  # noqa: E402
+from torchwalk.tree import ParamTree, TieGroup, render, summary, ties, walk  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ParamTree",
+    "Summary",
+    "SummaryRow",
+    "TieGroup",
     "buffers",
     "children",
     "get_buffer",
@@ -42,4 +51,8 @@ __all__ = [
     "named_modules",
     "named_parameters",
     "parameters",
+    "render",
+    "summary",
+    "ties",
+    "walk",
 ]

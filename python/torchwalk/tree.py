@@ -1,0 +1,162 @@
+"""Walk once, use many ways: :func:`walk` and the :class:`ParamTree` snapshot.
+
+The walk runs in C++ and keeps flat records (module positions, the tensors
+held at each, their storage keys and byte ranges, per-module figures), from
+which the views, the ties, the summary and the drawing are read without
+walking the model again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from torchwalk import _C
+from torchwalk.render import render_records
+from torchwalk.summary import Summary, TieGroup, summarize
+
+Source = nn.Module | Mapping[str, torch.Tensor]
+"""What :func:`walk` accepts: a module, or dotted names mapped to tensors (a state dict)."""
+
+
+class ParamTree:
+    """A snapshot of a module tree, taken by :func:`walk`.
+
+    The views (``named_parameters()`` and the like, ``len``, ``tree[name]``)
+    describe the tree as it was at walk time; the snapshot holds references
+    to the modules and tensors it saw.
+    """
+
+    def __init__(self, records: _C.TreeRecords) -> None:
+        self._records = records
+        self._by_name: dict[str, torch.Tensor | nn.Module] | None = None
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The ``(name, parameter)`` pairs ``named_parameters()`` gave at walk time, as a list."""
+        return self._records.named_parameters()
+
+    def named_buffers(self) -> list[tuple[str, torch.Tensor]]:
+        """The ``(name, buffer)`` pairs ``named_buffers()`` gave at walk time, as a list.
+
+        Empty for a tree walked with ``buffers=False``.
+        """
+        return self._records.named_buffers()
+
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        """The ``(name, module)`` pairs ``named_modules()`` gave at walk time, as a list.
+
+        Empty for a tree built from a mapping, which has no module objects.
+        """
+        return self._records.named_modules()
+
+    def __len__(self) -> int:
+        """The number of unique leaves: distinct parameters, plus distinct buffers if walked."""
+        return self._records.unique_leaf_count()
+
+    def __getitem__(self, name: str) -> torch.Tensor | nn.Module:
+        """The tensor (or, failing that, the module) at a dotted name.
+
+        Every name a tensor can be reached by works, including the later
+        names of a tied or shared tensor.
+
+        Raises:
+            KeyError: if nothing is held at ``name``.
+        """
+        if self._by_name is None:
+            records = self._records
+            by_name: dict[str, torch.Tensor | nn.Module] = {}
+            for position in range(records.module_count()):
+                module = records.module_object(position)
+                if module is not None:
+                    by_name.setdefault(records.module_path(position), module)
+            # Tensors take precedence over modules of the same name (a
+            # mapping can hold "a" and "a.b").
+            for leaf in range(records.leaf_count()):
+                by_name[records.leaf_path(leaf)] = records.leaf_tensor(leaf)
+            self._by_name = by_name
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no parameter, buffer or module named {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def ties(self) -> list[TieGroup]:
+        """Every group of names that share memory (API.md §3), in walk order of their first name."""
+        return [
+            TieGroup(names, kind, nbytes, overcount_nbytes)
+            for names, kind, nbytes, overcount_nbytes in self._records.tie_groups()
+        ]
+
+    def summary(self, depth: int | None = None) -> Summary:
+        """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all), totals, ties."""
+        return summarize(self._records, depth)
+
+    def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
+        """The tree drawing (API.md §6), headed ``NAME (Type)`` or just ``Type``."""
+        return render_records(self._records, name=name, depth=depth, ascii=ascii)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return (
+            f"ParamTree(modules={len(self.named_modules())}, "
+            f"parameters={len(self.named_parameters())}, buffers={len(self.named_buffers())})"
+        )
+
+
+def walk(source: Source, *, buffers: bool = True) -> ParamTree:
+    """Walk a module tree once and keep a :class:`ParamTree` snapshot of it.
+
+    Args:
+        source (nn.Module or Mapping[str, Tensor]): the model, or a mapping of
+            dotted names to tensors (a state dict, a loaded checkpoint), whose
+            hierarchy comes from the dots. A mapping's tensors all count as
+            parameters.
+        buffers (bool): also walk buffers. Default: ``True``.
+
+    Returns:
+        ParamTree: the snapshot.
+
+    Raises:
+        TypeError: if ``source`` is neither, or a mapping holds a non-tensor
+            or a non-str key.
+        RecursionError: if the module graph has a cycle.
+    """
+    if isinstance(source, nn.Module):
+        return ParamTree(_C.walk_module(source, buffers))
+    if isinstance(source, Mapping):
+        return ParamTree(_C.walk_mapping(list(source.keys()), list(source.values())))
+    raise TypeError(
+        "torchwalk.walk() expects an nn.Module or a mapping of names to tensors, "
+        f"got {type(source).__name__}"
+    )
+
+
+def ties(source: Source) -> list[TieGroup]:
+    """``walk(source).ties()``."""
+    return walk(source).ties()
+
+
+def summary(source: Source, depth: int | None = None) -> Summary:
+    """``walk(source).summary(depth)``."""
+    return walk(source).summary(depth)
+
+
+def render(
+    source: Source, name: str | None = None, depth: int | None = None, ascii: bool = False
+) -> str:
+    """``walk(source).render(name, depth, ascii)``."""
+    return walk(source).render(name=name, depth=depth, ascii=ascii)
+
+
+__all__ = ["ParamTree", "Source", "TieGroup", "render", "summary", "ties", "walk"]
+
