@@ -104,6 +104,15 @@ def test_lazy_parameter() -> None:
     ]
 
 
+def test_lazy_parameter_held_twice_is_tied() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = nn.Sequential(nn.LazyLinear(3), nn.ReLU())
+    net[1].w = net[0].weight
+    lines = render_records(records_of(net)).splitlines()
+    assert lines[-1] == "   └─ w (uninitialized) → tied to 0.weight"
+
+
 def test_buffers_are_marked() -> None:
     lines = render_records(records_of(nn.Sequential(nn.BatchNorm1d(3)))).splitlines()
     assert "   ├─ running_mean (3,) [buffer]" in lines

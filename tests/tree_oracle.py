@@ -14,7 +14,8 @@ Choices where the stub leaves room, which the C++ must share:
   object once among its kind (as ``sum(p.numel() for p in m.parameters())``
   and the same over ``m.buffers()`` do). Lazy tensors count in no figure;
   ``uninitialized`` counts lazy *parameter* objects.
-- Lazy tensors have no storage, so they are in no tie group.
+- Lazy tensors have no storage: one held at several names is a ``"shared"``
+  group of 0 bytes (keyed by the object), and distinct ones never tie.
 - ``params_unique`` / ``bytes_unique`` (parameters only): within one storage,
   identical views count once, and views whose byte spans overlap (chained
   into components) count as the union of their spans (in elements: that
@@ -58,6 +59,11 @@ def union_nbytes(spans: Iterable[Span | None]) -> int:
             covered += end - start
             reach = end
     return covered
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    """The address of the tensor's StorageImpl: shared by all views of one storage."""
+    return int(tensor.untyped_storage()._cdata)
 
 
 def _view_key(tensor: torch.Tensor) -> tuple[Any, ...]:
@@ -128,19 +134,22 @@ class OracleRecords:
                 stack.append((f"{path}.{key}" if path else key, key, child, position))
 
     def _group_ties(self) -> tuple[list[tuple[list[str], str, int, int]], list[int]]:
-        by_storage: dict[int, list[int]] = {}
+        by_storage: dict[tuple[bool, int], list[int]] = {}
         for leaf, tensor in enumerate(self._leaf_tensors):
-            if not is_lazy(tensor):
-                by_storage.setdefault(tensor.untyped_storage()._cdata, []).append(leaf)
+            key = (True, id(tensor)) if is_lazy(tensor) else (False, _storage_key(tensor))
+            by_storage.setdefault(key, []).append(leaf)
         groups = []
         tied_to = [-1] * len(self._leaf_tensors)
-        for leaves in by_storage.values():
+        for (lazy, _), leaves in by_storage.items():
             if len(leaves) < 2:
                 continue
             tensors = [self._leaf_tensors[leaf] for leaf in leaves]
-            kind = _tie_kind(tensors)
-            nbytes = union_nbytes(byte_span(tensor) for tensor in tensors)
-            overcount = max(0, sum(_nbytes(tensor) for tensor in tensors) - nbytes)
+            if lazy:
+                kind, nbytes, overcount = "shared", 0, 0
+            else:
+                kind = _tie_kind(tensors)
+                nbytes = union_nbytes(byte_span(tensor) for tensor in tensors)
+                overcount = max(0, sum(_nbytes(tensor) for tensor in tensors) - nbytes)
             groups.append(([self._leaf_paths[leaf] for leaf in leaves], kind, nbytes, overcount))
             if kind != "packed":
                 for leaf in leaves[1:]:
@@ -353,7 +362,7 @@ def _unique_figures(params: list[torch.Tensor]) -> tuple[int, int]:
     """``params_unique`` and ``bytes_unique``: each storage element once (see the module doc)."""
     views_by_storage: dict[int, dict[tuple[Any, ...], torch.Tensor]] = {}
     for tensor in params:
-        views = views_by_storage.setdefault(tensor.untyped_storage()._cdata, {})
+        views = views_by_storage.setdefault(_storage_key(tensor), {})
         views.setdefault(_view_key(tensor), tensor)
     elements = nbytes = 0
     for views in views_by_storage.values():

@@ -171,8 +171,6 @@ class _Drawing:
         if self.records.leaf_is_buffer(leaf):
             line += " [buffer]"
         tied_to = self.records.leaf_tied_to(leaf)
-        if tied_to < 0 and self.records.leaf_first(leaf) != leaf:
-            tied_to = self.records.leaf_first(leaf)  # the same object; lazy ones are in no tie
         if tied_to >= 0:
             line += f" {self.glyphs.arrow} tied to {self.records.leaf_path(tied_to)}"
         return line
