@@ -185,22 +185,25 @@ def test_checkpoint_entries_left_out_are_noted_on_stderr(
     assert list(checkpoint) == ["weight"]
 
 
-@pytest.mark.parametrize("error", [ValueError("names clash\nat a.b"), RecursionError("cycle")])
-def test_walk_rejecting_the_source_is_one_line_and_exit_status_2(
-    recording_walk: RecordingWalk, capsys: pytest.CaptureFixture[str], error: Exception
+def test_walk_finding_a_cycle_is_one_line_and_exit_status_2(
+    recording_walk: RecordingWalk, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    recording_walk.raises = error
+    recording_walk.raises = RecursionError("the module graph has a cycle\nsecond line")
     status, output, errors = run_in_process(capsys, "tree", "seed")
     assert (status, output) == (2, "")
-    first_line = str(error).splitlines()[0]
     assert errors == (
-        f"torchwalk tree: error: cannot walk 'seed': {type(error).__name__}: {first_line}\n"
+        "torchwalk tree: error: cannot walk 'seed': RecursionError: the module graph has a cycle\n"
     )
 
 
-def test_other_errors_of_the_walk_are_not_hidden(recording_walk: RecordingWalk) -> None:
-    recording_walk.raises = AttributeError("a bug in torchwalk")
-    with pytest.raises(AttributeError, match="a bug in torchwalk"):
+@pytest.mark.parametrize(
+    "error", [AttributeError("a bug"), ValueError("a bug"), TypeError("a bug")]
+)
+def test_other_errors_of_the_walk_are_not_hidden(
+    recording_walk: RecordingWalk, error: Exception
+) -> None:
+    recording_walk.raises = error
+    with pytest.raises(type(error), match="bug"):
         cli.main(["summary", "seed"])
 
 
@@ -373,6 +376,23 @@ def test_bad_input_is_one_line_on_stderr_and_exit_status_2(
     assert len(completed.stderr.splitlines()) == 1, completed.stderr
     assert completed.stderr.startswith(f"torchwalk {arguments[0]}: error: ")
     assert "Traceback" not in completed.stderr
+
+
+def test_module_graph_with_a_cycle_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    (tmp_path / "cyclic_models.py").write_text(
+        "from torch import nn\n\n"
+        "def build():\n"
+        "    network = nn.Sequential(nn.Linear(2, 2))\n"
+        "    network.append(network)\n"
+        "    return network\n"
+    )
+    completed = run_torchwalk("summary", "cyclic_models:build", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr.startswith(
+        "torchwalk summary: error: cannot walk 'cyclic_models:build': RecursionError: "
+    )
+    assert len(completed.stderr.splitlines()) == 1, completed.stderr
 
 
 def test_closed_stdout_ends_quietly() -> None:

@@ -232,10 +232,9 @@ def _walk(arguments: argparse.Namespace) -> tw.ParamTree:
         print(_skipped_note(source.skipped), file=sys.stderr)
     try:
         return tw.walk(source)
-    # What a user's source can make the walk raise: names that clash in a
-    # checkpoint (ValueError), a module graph it cannot walk (RecursionError).
-    # Anything else is a bug in torchwalk, and keeps its traceback.
-    except (ValueError, RecursionError) as error:
+    # What a user's source can make the walk raise: a module graph with a
+    # cycle. Anything else is a bug in torchwalk, and keeps its traceback.
+    except RecursionError as error:
         name = sources.DEFAULT_SOURCE if arguments.source is None else arguments.source
         raise UsageError(
             f"{arguments.prog}: error: cannot walk {name!r}: {_describe(error)}"
