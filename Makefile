@@ -11,13 +11,22 @@ SOURCES := $(shell find csrc python -type f -not -name '*.pyc') CMakeLists.txt p
 .PHONY: demo test bench lint clean
 
 demo: $(STAMPS)/installed
-	$(BIN)/torchwalk bench
+	$(BIN)/torchwalk summary
+	$(BIN)/torchwalk tree seed --name net
+	$(BIN)/torchwalk summary deepseek-v3 --depth 3
 
 test: $(STAMPS)/installed lint
 	$(BIN)/python -m pytest tests
 
-bench: $(STAMPS)/installed
+# The comparisons with Lightning and accelerate need them installed (they are
+# benchmark-only dependencies, pinned next to torch so pip keeps it).
+bench: $(STAMPS)/installed $(STAMPS)/bench-deps
 	$(BIN)/torchwalk bench
+	$(BIN)/python -m pytest benchmarks
+
+$(STAMPS)/bench-deps: $(STAMPS)/venv requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-bench.txt
+	@touch $@
 
 lint: $(STAMPS)/venv
 	$(BIN)/ruff check python tests benchmarks

@@ -51,7 +51,6 @@ def test_unknown_model_is_one_line_and_exit_status_2() -> None:
         ["bench", "--models", ","],
         ["bench", "--bogus"],
         ["frobnicate"],
-        [],
     ],
 )
 def test_bad_input_in_process_is_one_line_and_exit_status_2(

@@ -1,6 +1,7 @@
 #include "storage/tie_groups.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 namespace torchwalk {
@@ -162,27 +163,55 @@ std::vector<TieGroup> group_ties(const std::vector<LeafRecord>& leaves) {
 
 StorageFigures unique_storage_figures(const std::vector<LeafRecord>& leaves) {
   StorageFigures figures;
-  for_each_storage(leaves, by_storage(leaves, true), [&](const std::vector<int64_t>& run) {
-    const LeafRecord& first = leaves[static_cast<size_t>(run.front())];
-    std::vector<int64_t> parameters;
-    for (int64_t leaf : run) {
-      if (!leaves[static_cast<size_t>(leaf)].is_buffer) {
-        parameters.push_back(leaf);
+  std::vector<int64_t> parameters;
+  for (int64_t leaf : by_storage(leaves, true)) {
+    if (!leaves[static_cast<size_t>(leaf)].is_buffer) {
+      parameters.push_back(leaf);
+    }
+  }
+  auto facts = [&](int64_t leaf) -> const TensorFacts& {
+    return leaves[static_cast<size_t>(leaf)].facts;
+  };
+  for_each_storage(leaves, parameters, [&](const std::vector<int64_t>& run) {
+    // Chains of views whose spans overlap count their union once; a view
+    // alone (or repeated identically) counts its elements.
+    std::vector<int64_t> views(run);
+    std::sort(views.begin(), views.end(), [&](int64_t a, int64_t b) {
+      return std::tie(facts(a).span_begin, facts(a).span_end, facts(a).view_hash) <
+             std::tie(facts(b).span_begin, facts(b).span_end, facts(b).view_hash);
+    });
+    std::vector<int64_t> chain;
+    auto count_chain = [&]() {
+      if (chain.size() == 1) {
+        figures.params += facts(chain.front()).numel;
+        figures.bytes += facts(chain.front()).nbytes();
+      } else if (!chain.empty()) {
+        std::vector<Span> spans = spans_of(leaves, chain);
+        int64_t covered = union_size(spans);
+        figures.params += covered / std::max<int64_t>(1, facts(chain.front()).itemsize);
+        figures.bytes += covered;
+      }
+      chain.clear();
+    };
+    int64_t reached = 0;
+    for (int64_t view : views) {
+      const TensorFacts& view_facts = facts(view);
+      bool empty = view_facts.span_begin == view_facts.span_end;
+      if (!chain.empty() && (empty || view_facts.span_begin >= reached)) {
+        count_chain();
+      }
+      if (!chain.empty() && facts(chain.back()).view_hash == view_facts.view_hash &&
+          same_view(leaves[static_cast<size_t>(chain.back())].tensor.ptr(),
+                    leaves[static_cast<size_t>(view)].tensor.ptr())) {
+        continue;  // the same view again: its elements are counted once
+      }
+      chain.push_back(view);
+      reached = chain.size() == 1 ? view_facts.span_end : std::max(reached, view_facts.span_end);
+      if (empty) {
+        count_chain();
       }
     }
-    if (run.size() == 1) {  // the common case: a tensor alone on its storage
-      figures.bytes += first.facts.nbytes();
-      figures.params += parameters.empty() ? 0 : first.facts.numel;
-      return;
-    }
-    std::vector<Span> spans = spans_of(leaves, run);
-    figures.bytes += union_size(spans);
-    if (!parameters.empty()) {
-      std::vector<Span> parameter_spans = spans_of(leaves, parameters);
-      figures.params +=
-          union_size(parameter_spans) /
-          std::max<int64_t>(1, leaves[static_cast<size_t>(parameters.front())].facts.itemsize);
-    }
+    count_chain();
   });
   return figures;
 }

@@ -17,10 +17,12 @@ std::vector<TieGroup> group_ties(const std::vector<LeafRecord>& leaves);
 
 struct StorageFigures {
   int64_t params = 0;  // parameter elements, each storage element once
-  int64_t bytes = 0;   // parameter and buffer bytes, each storage byte once
+  int64_t bytes = 0;   // parameter bytes, each storage byte once
 };
 
-// Over the first leaf of each tensor object, lazy ones left out.
+// Over the first leaf of each parameter object, lazy ones left out: a chain
+// of overlapping views on one storage counts the union of their spans once,
+// a view alone its own elements.
 StorageFigures unique_storage_figures(const std::vector<LeafRecord>& leaves);
 
 }  // namespace torchwalk

@@ -349,22 +349,30 @@ void TreeRecords::finish() {
     ++positions_of_tensor[static_cast<size_t>(leaf.first)];
   }
   std::vector<SubtreeFigures> own(modules_.size());
-  std::vector<int64_t> added_tensor(modules_.size(), -1);
+  std::vector<int64_t> repeated;  // leaves of tensors held at several positions
   for (size_t index = 0; index < leaves_.size(); ++index) {
     const LeafRecord& leaf = leaves_[index];
     if (positions_of_tensor[static_cast<size_t>(leaf.first)] == 1) {
       add_leaf_figures(own[static_cast<size_t>(leaf.module)], leaf);
-      continue;
+    } else {
+      repeated.push_back(static_cast<int64_t>(index));
     }
-    // Parameters and buffers have their own first leaves: ids apart.
-    int64_t tensor_id = leaf.first + (leaf.is_buffer ? static_cast<int64_t>(leaves_.size()) : 0);
+  }
+  // One tensor's positions at a time, so that a stamp left by it is still
+  // there when its next position's walk up reaches that module.
+  std::stable_sort(repeated.begin(), repeated.end(), [&](int64_t a, int64_t b) {
+    return leaves_[static_cast<size_t>(a)].first < leaves_[static_cast<size_t>(b)].first;
+  });
+  std::vector<int64_t> added_tensor(modules_.size(), -1);  // the first leaf of the last tensor
+  for (int64_t index : repeated) {
+    const LeafRecord& leaf = leaves_[static_cast<size_t>(index)];
     for (int64_t position = leaf.module; position >= 0;
          position = modules_[static_cast<size_t>(position)].parent) {
       int64_t& stamp = added_tensor[static_cast<size_t>(position)];
-      if (stamp == tensor_id) {
+      if (stamp == leaf.first) {
         break;
       }
-      stamp = tensor_id;
+      stamp = leaf.first;
       add_leaf_figures(modules_[static_cast<size_t>(position)].figures, leaf);
     }
   }

@@ -74,7 +74,9 @@ class TreeRecords:
     def leaf_module(self, leaf: int, /) -> int: ...  # module position
     def leaf_is_buffer(self, leaf: int, /) -> bool: ...
     def leaf_tensor(self, leaf: int, /) -> torch.Tensor: ...
-    def leaf_first(self, leaf: int, /) -> int: ...  # first leaf holding the same tensor object
+    # The first leaf holding the same tensor object as a parameter (for a
+    # parameter) or as a buffer (for a buffer), as the views de-duplicate.
+    def leaf_first(self, leaf: int, /) -> int: ...
     def leaf_is_lazy(self, leaf: int, /) -> bool: ...  # an uninitialized (lazy) parameter or buffer
     # For a leaf in a tie group of kind shared, alias or overlap that is not
     # the group's first name: that first leaf ("tied to ..."). Otherwise -1.

@@ -96,7 +96,7 @@ class ParamTree:
         ]
 
     def summary(self, depth: int | None = None) -> Summary:
-        """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all), totals, ties."""
+        """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all)."""
         return summarize(self._records, depth)
 
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
@@ -159,4 +159,3 @@ def render(
 
 
 __all__ = ["ParamTree", "Source", "TieGroup", "render", "summary", "ties", "walk"]
-
