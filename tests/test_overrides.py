@@ -596,3 +596,18 @@ def test_nn_module_itself_patched_at_runtime_is_noticed(name: str) -> None:
     finally:
         setattr(nn.Module, name, base)
     check_every_dropin(net)
+
+
+def test_more_classes_than_the_class_cache_holds() -> None:
+    """Evicted and colliding cache entries still give each class its own answer."""
+
+    class Overriding(nn.Module):
+        def named_modules(self, *args: Any, **kwargs: Any) -> Any:
+            yield from super().named_modules(*args, **kwargs)
+            yield "extra", self
+
+    classes = [type(f"Plain{index}", (nn.Module,), {}) for index in range(700)]
+    classes += [type(f"Overriding{index}", (Overriding,), {}) for index in range(300)]
+    root = nn.ModuleList(cls() for cls in classes)
+    for _ in range(2):  # the second walk reads the cache filled by the first
+        check_every_dropin(root)

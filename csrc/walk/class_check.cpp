@@ -38,11 +38,14 @@ struct Configuration {
 // interpreter may already be finalising when static destructors run).
 Configuration config;
 
-// A direct-mapped cache of answers by class: a walk meets few classes, and a
-// collision only costs recomputing an answer. An entry is valid while the
-// class keeps the version tag it had: CPython gives a class a new tag when it
-// (or a base) is modified, and never reuses a tag for another class, so a
-// dead class's entry can never match a new class at the same address.
+// A cache of answers by class: a walk meets few classes, but calls facts_of
+// for every module, so a hit must be cheap and two classes of one walk must
+// not keep evicting each other (with a direct-mapped table, two of a model's
+// classes landing in one slot made every call recompute both answers). So
+// each class has kWays neighbouring slots to be cached in. An entry is valid
+// while the class keeps the version tag it had: CPython gives a class a new
+// tag when it (or a base) is modified, and never reuses a tag for another
+// class, so a dead class's entry can never match a new class at its address.
 struct CacheSlot {
   PyTypeObject* cls = nullptr;
   unsigned int version_tag = 0;
@@ -50,11 +53,14 @@ struct CacheSlot {
 };
 
 constexpr unsigned kCacheBits = 9;
-CacheSlot facts_cache[1u << kCacheBits];
+constexpr size_t kCacheMask = (size_t{1} << kCacheBits) - 1;
+constexpr unsigned kWays = 4;
+CacheSlot facts_cache[size_t{1} << kCacheBits];
+unsigned next_eviction = 0;  // which of a full set's slots to reuse next
 
-CacheSlot& slot_for(PyTypeObject* cls) {
+size_t home_slot(PyTypeObject* cls) {
   uintptr_t address = reinterpret_cast<uintptr_t>(cls);
-  return facts_cache[(address * 0x9E3779B97F4A7C15ull) >> (64 - kCacheBits)];
+  return (address * 0x9E3779B97F4A7C15ull) >> (64 - kCacheBits);
 }
 
 bool is_identity_hash(PyTypeObject* cls) {
@@ -122,14 +128,28 @@ PyObject* parameter_class() { return config.parameter_class; }
 PyObject* attribute_name(ModuleAttribute attribute) { return config.names[attribute]; }
 
 ClassFacts facts_of(PyTypeObject* cls) {
-  CacheSlot& slot = slot_for(cls);
-  if (slot.cls == cls && slot.version_tag != 0 && slot.version_tag == cls->tp_version_tag) {
-    return slot.facts;
+  size_t home = home_slot(cls);
+  for (unsigned way = 0; way < kWays; ++way) {
+    const CacheSlot& slot = facts_cache[(home + way) & kCacheMask];
+    if (slot.cls == cls && slot.version_tag != 0 && slot.version_tag == cls->tp_version_tag) {
+      return slot.facts;
+    }
   }
   ClassFacts facts = compute_facts(cls);
+  // The class's own stale slot, else a free one, else one in turn.
+  CacheSlot* target = nullptr;
+  for (unsigned way = 0; way < kWays && target == nullptr; ++way) {
+    CacheSlot& slot = facts_cache[(home + way) & kCacheMask];
+    if (slot.cls == cls || slot.cls == nullptr) {
+      target = &slot;
+    }
+  }
+  if (target == nullptr) {
+    target = &facts_cache[(home + next_eviction++ % kWays) & kCacheMask];
+  }
   // _PyType_Lookup gave the class a version tag if it could; without one
   // (tag 0) the slot never matches and the answer is recomputed next time.
-  slot = CacheSlot{cls, cls->tp_version_tag, facts};
+  *target = CacheSlot{cls, cls->tp_version_tag, facts};
   return facts;
 }
 
