@@ -340,6 +340,8 @@ def test_to_dict_and_json() -> None:
         "buffer_bytes",
         "bytes_by_dtype",
         "bytes_by_device",
+        "local_params",
+        "local_bytes",
     }
     assert set(as_dict["ties"][0]) == {"names", "kind", "nbytes", "overcount_nbytes"}
     assert json.loads(summary.to_json()) == as_dict

@@ -344,7 +344,15 @@ class OracleRecords:
             "buffer_bytes": sum(_nbytes(b) for b in buffers),
             "bytes_by_dtype": bytes_by_dtype,
             "bytes_by_device": bytes_by_device,
+            "local_params": sum(_local(p).numel() for p in params),
+            "local_bytes": sum(_nbytes(_local(p)) for p in params),
         }
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The memory this rank holds of a tensor: a DTensor's local shard, else the tensor."""
+    local = getattr(tensor, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else tensor
 
 
 def _tie_kind(tensors: list[torch.Tensor]) -> str:

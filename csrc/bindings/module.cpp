@@ -278,15 +278,19 @@ void bind_tree_records(py::module_& m) {
 
   m.def(
       "walk_module",
-      [](py::handle module, bool buffers) {
-        return std::make_unique<Records>(Records::from_module(module, buffers, lazy_tensor_class));
+      [](py::handle module, bool buffers, py::handle sharded_class) {
+        TensorClasses classes{lazy_tensor_class, sharded_class};
+        return std::make_unique<Records>(Records::from_module(module, buffers, classes));
       },
+      py::arg("module"), py::arg("buffers"), py::arg("sharded_class") = py::none(),
       "Walks an nn.Module once into TreeRecords.");
   m.def(
       "walk_mapping",
-      [](py::handle names, py::handle tensors) {
-        return std::make_unique<Records>(Records::from_mapping(names, tensors, lazy_tensor_class));
+      [](py::handle names, py::handle tensors, py::handle sharded_class) {
+        TensorClasses classes{lazy_tensor_class, sharded_class};
+        return std::make_unique<Records>(Records::from_mapping(names, tensors, classes));
       },
+      py::arg("names"), py::arg("tensors"), py::arg("sharded_class") = py::none(),
       "Builds TreeRecords from dotted names and their tensors.");
 }
 

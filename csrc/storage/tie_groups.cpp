@@ -63,8 +63,8 @@ TieKind kind_of(const std::vector<LeafRecord>& leaves, const std::vector<int64_t
   for (size_t i = 0; i < distinct.size(); ++i) {
     for (size_t j = i + 1;
          j < distinct.size() && facts(distinct[j]).view_hash == facts(distinct[i]).view_hash; ++j) {
-      if (same_view(leaves[static_cast<size_t>(distinct[i])].tensor.ptr(),
-                    leaves[static_cast<size_t>(distinct[j])].tensor.ptr())) {
+      if (same_view(leaves[static_cast<size_t>(distinct[i])].local.ptr(),
+                    leaves[static_cast<size_t>(distinct[j])].local.ptr())) {
         return TieKind::alias;
       }
     }
@@ -201,8 +201,8 @@ StorageFigures unique_storage_figures(const std::vector<LeafRecord>& leaves) {
         count_chain();
       }
       if (!chain.empty() && facts(chain.back()).view_hash == view_facts.view_hash &&
-          same_view(leaves[static_cast<size_t>(chain.back())].tensor.ptr(),
-                    leaves[static_cast<size_t>(view)].tensor.ptr())) {
+          same_view(leaves[static_cast<size_t>(chain.back())].local.ptr(),
+                    leaves[static_cast<size_t>(view)].local.ptr())) {
         continue;  // the same view again: its elements are counted once
       }
       chain.push_back(view);

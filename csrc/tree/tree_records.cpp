@@ -70,8 +70,44 @@ const LeafRecord& TreeRecords::leaf(int64_t index) const {
   return leaves_[static_cast<size_t>(index)];
 }
 
+namespace {
+
+bool is_instance(PyObject* object, py::handle cls) {
+  if (cls.is_none()) {
+    return false;
+  }
+  int found = PyObject_IsInstance(object, cls.ptr());
+  if (found < 0) {
+    throw py::error_already_set();
+  }
+  return found != 0;
+}
+
+}  // namespace
+
+void LeafRecord::describe(PyObject* described, const TensorClasses& classes) {
+  tensor = py::reinterpret_borrow<py::object>(described);
+  is_lazy = is_instance(described, classes.lazy);
+  facts = tensor_facts(described);
+  local = tensor;
+  local_numel = facts.numel;
+  if (is_instance(described, classes.sharded)) {
+    // Ties are about memory, which a DTensor keeps in its local shard.
+    local = py::reinterpret_steal<py::object>(PyObject_GetAttrString(described, "_local_tensor"));
+    if (!local || !is_tensor(local.ptr())) {
+      throw py::error_already_set();
+    }
+    TensorFacts local_facts = tensor_facts(local.ptr());
+    facts.storage_key = local_facts.storage_key;
+    facts.span_begin = local_facts.span_begin;
+    facts.span_end = local_facts.span_end;
+    facts.view_hash = local_facts.view_hash;
+    local_numel = local_facts.numel;
+  }
+}
+
 void TreeRecords::add_leaves(int64_t position, PyObject* members, bool are_buffers,
-                             py::handle lazy_class) {
+                             const TensorClasses& classes) {
   Py_ssize_t cursor = 0;
   PyObject* name = nullptr;
   PyObject* tensor = nullptr;
@@ -90,20 +126,14 @@ void TreeRecords::add_leaves(int64_t position, PyObject* members, bool are_buffe
     }
     LeafRecord leaf;
     leaf.name = py::reinterpret_borrow<py::object>(name);
-    leaf.tensor = py::reinterpret_borrow<py::object>(tensor);
     leaf.module = position;
     leaf.is_buffer = are_buffers;
-    int lazy = PyObject_IsInstance(tensor, lazy_class.ptr());
-    if (lazy < 0) {
-      throw py::error_already_set();
-    }
-    leaf.is_lazy = lazy != 0;
-    leaf.facts = tensor_facts(tensor);
+    leaf.describe(tensor, classes);
     leaves_.push_back(std::move(leaf));
   }
 }
 
-TreeRecords TreeRecords::from_module(py::handle root, bool buffers, py::handle lazy_class) {
+TreeRecords TreeRecords::from_module(py::handle root, bool buffers, const TensorClasses& classes) {
   if (!facts_of(Py_TYPE(root.ptr())).is_module) {
     throw py::type_error(std::string("torchwalk.walk() expects an nn.Module or a mapping of "
                                      "names to tensors, got ") +
@@ -157,9 +187,9 @@ TreeRecords TreeRecords::from_module(py::handle root, bool buffers, py::handle l
       }
       *members = py::reinterpret_borrow<py::object>(found);
     }
-    records.add_leaves(position, parameters.ptr(), false, lazy_class);
+    records.add_leaves(position, parameters.ptr(), false, classes);
     if (buffers) {
-      records.add_leaves(position, module_buffers.ptr(), true, lazy_class);
+      records.add_leaves(position, module_buffers.ptr(), true, classes);
     }
     ModuleRecord& entered = records.modules_.back();
     entered.leaf_count = records.leaf_count() - entered.first_leaf;
@@ -202,7 +232,8 @@ TreeRecords TreeRecords::from_module(py::handle root, bool buffers, py::handle l
   return records;
 }
 
-TreeRecords TreeRecords::from_mapping(py::handle names, py::handle tensors, py::handle lazy_class) {
+TreeRecords TreeRecords::from_mapping(py::handle names, py::handle tensors,
+                                      const TensorClasses& classes) {
   py::list name_list = py::reinterpret_borrow<py::list>(names);
   py::list tensor_list = py::reinterpret_borrow<py::list>(tensors);
   if (name_list.size() != tensor_list.size()) {
@@ -283,14 +314,8 @@ TreeRecords TreeRecords::from_mapping(py::handle names, py::handle tensors, py::
       PyObject* tensor = tensor_list[index].ptr();
       LeafRecord leaf;
       leaf.name = make_str(name);
-      leaf.tensor = py::reinterpret_borrow<py::object>(tensor);
       leaf.module = position;
-      int lazy = PyObject_IsInstance(tensor, lazy_class.ptr());
-      if (lazy < 0) {
-        throw py::error_already_set();
-      }
-      leaf.is_lazy = lazy != 0;
-      leaf.facts = tensor_facts(tensor);
+      leaf.describe(tensor, classes);
       records.leaves_.push_back(std::move(leaf));
     }
     for (auto child = nodes[node].children.rbegin(); child != nodes[node].children.rend();
@@ -494,6 +519,7 @@ py::dict TreeRecords::totals() {
   // Each tensor object once (the first leaf holding it), lazy ones apart.
   int64_t params = 0, trainable = 0, frozen = 0, bytes = 0, buffers = 0, buffer_bytes = 0;
   int64_t uninitialized = 0;
+  int64_t local_params = 0, local_bytes = 0;  // what this rank holds of sharded parameters
   std::map<int8_t, std::pair<PyObject*, int64_t>> bytes_by_dtype;  // code -> (a tensor, bytes)
   std::map<int16_t, int64_t> bytes_by_device;
   for (size_t index = 0; index < leaves_.size(); ++index) {
@@ -513,6 +539,8 @@ py::dict TreeRecords::totals() {
       params += facts.numel;
       (facts.requires_grad ? trainable : frozen) += facts.numel;
       bytes += facts.nbytes();
+      local_params += record.local_numel;
+      local_bytes += record.local_numel * facts.itemsize;
     }
     auto& dtype_entry = bytes_by_dtype[facts.dtype_code];
     dtype_entry.first = record.tensor.ptr();
@@ -531,6 +559,8 @@ py::dict TreeRecords::totals() {
   totals["bytes"] = bytes;
   totals["buffers"] = buffers;
   totals["buffer_bytes"] = buffer_bytes;
+  totals["local_params"] = local_params;
+  totals["local_bytes"] = local_bytes;
   py::dict by_dtype;
   for (const auto& [code, entry] : bytes_by_dtype) {
     PyObject* name = dtype_name(code, entry.first);

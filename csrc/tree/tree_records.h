@@ -60,14 +60,28 @@ struct ModuleRecord {
   SubtreeFigures figures;
 };
 
+// The classes of tensors the records treat apart.
+struct TensorClasses {
+  py::handle lazy;     // torch.nn.parameter.UninitializedTensorMixin
+  py::handle sharded;  // torch.distributed.tensor.DTensor, or None when not imported
+};
+
 struct LeafRecord {
   py::object name;  // its name in its module
   py::object tensor;
+  // The memory this rank holds: a DTensor's local shard, else the tensor itself.
+  py::object local;
   int64_t module = 0;
   int64_t first = 0;  // first leaf of the same kind holding the same tensor object
   bool is_buffer = false;
   bool is_lazy = false;
+  // Of the global tensor, except storage_key, span and view_hash, which are
+  // of `local` (where the bytes are).
   TensorFacts facts;
+  int64_t local_numel = 0;
+
+  // Fills everything but the position fields from `tensor`.
+  void describe(PyObject* tensor, const TensorClasses& classes);
 };
 
 enum class TieKind { packed, overlap, alias, shared };  // weakest to strongest
@@ -83,10 +97,11 @@ class TreeRecords {
  public:
   // Walks `root` (an nn.Module); raises TypeError for anything else and
   // RecursionError for a module cycle (every position of a cycle is infinite).
-  static TreeRecords from_module(py::handle root, bool buffers, py::handle lazy_class);
+  static TreeRecords from_module(py::handle root, bool buffers, const TensorClasses& classes);
 
   // Builds the hierarchy from dotted names; `tensors[i]` is held at `names[i]`.
-  static TreeRecords from_mapping(py::handle names, py::handle tensors, py::handle lazy_class);
+  static TreeRecords from_mapping(py::handle names, py::handle tensors,
+                                  const TensorClasses& classes);
 
   int64_t module_count() const { return static_cast<int64_t>(modules_.size()); }
   int64_t leaf_count() const { return static_cast<int64_t>(leaves_.size()); }
@@ -110,7 +125,8 @@ class TreeRecords {
 
  private:
   TreeRecords() = default;
-  void add_leaves(int64_t position, PyObject* members, bool are_buffers, py::handle lazy_class);
+  void add_leaves(int64_t position, PyObject* members, bool are_buffers,
+                  const TensorClasses& classes);
   void finish();  // first leaves, shape hashes, subtree figures
   void find_ties();
 

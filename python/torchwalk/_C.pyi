@@ -91,8 +91,15 @@ class TreeRecords:
     # Whole-tree totals (API.md §4) except the ties: params, params_unique,
     # bytes_unique, trainable, frozen, uninitialized, bytes, buffers,
     # buffer_bytes, bytes_by_dtype ({"torch.float32": n}), bytes_by_device
-    # ({"cpu": n}).
+    # ({"cpu": n}), and local_params / local_bytes: the parameters this rank
+    # holds (a DTensor's local shard; all of any other tensor).
     def totals(self) -> dict[str, Any]: ...
 
-def walk_module(module: nn.Module, buffers: bool, /) -> TreeRecords: ...
-def walk_mapping(names: list[str], tensors: list[torch.Tensor], /) -> TreeRecords: ...
+# `sharded_class` is DTensor when torch.distributed.tensor is loaded: its
+# instances count as global tensors, their local shard holds their memory.
+def walk_module(
+    module: nn.Module, buffers: bool, sharded_class: type | None = None
+) -> TreeRecords: ...
+def walk_mapping(
+    names: list[str], tensors: list[torch.Tensor], sharded_class: type | None = None
+) -> TreeRecords: ...

@@ -161,6 +161,8 @@ class SummaryTotals:
     buffer_bytes: int
     bytes_by_dtype: dict[str, int]
     bytes_by_device: dict[str, int]
+    local_params: int
+    local_bytes: int
 
 
 @dataclass
@@ -271,6 +273,11 @@ def _totals_lines(summary: Summary) -> list[str]:
     ]
     if totals.uninitialized:
         lines.append(f"Uninitialized (lazy) parameters: {totals.uninitialized}")
+    if totals.local_params != totals.params:  # sharded: say what this rank holds
+        lines.append(
+            f"On this rank: {human_count(totals.local_params)} params, "
+            f"{human_bytes(totals.local_bytes)}"
+        )
     for title, by_key in (
         ("By dtype", totals.bytes_by_dtype),
         ("By device", totals.bytes_by_device),
@@ -469,5 +476,7 @@ def summarize(records: Records, depth: int | None = None) -> Summary:
         buffer_bytes=int(figures["buffer_bytes"]),
         bytes_by_dtype=dict(figures["bytes_by_dtype"]),
         bytes_by_device=dict(figures["bytes_by_device"]),
+        local_params=int(figures["local_params"]),
+        local_bytes=int(figures["local_bytes"]),
     )
     return Summary(builder.rows, totals, ties)

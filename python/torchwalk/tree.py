@@ -8,6 +8,7 @@ walking the model again.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import torch
@@ -113,6 +114,15 @@ class ParamTree:
         )
 
 
+def _sharded_tensor_class() -> type | None:
+    """DTensor if ``torch.distributed.tensor`` is loaded (no DTensor can exist otherwise).
+
+    Looked up, not imported: importing torch.distributed costs every user.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
 def walk(source: Source, *, buffers: bool = True) -> ParamTree:
     """Walk a module tree once and keep a :class:`ParamTree` snapshot of it.
 
@@ -130,11 +140,17 @@ def walk(source: Source, *, buffers: bool = True) -> ParamTree:
         TypeError: if ``source`` is neither, or a mapping holds a non-tensor
             or a non-str key.
         RecursionError: if the module graph has a cycle.
+
+    Sharded parameters (DTensor, as FSDP2's ``fully_shard`` makes them) count
+    as the global tensors they stand for; ties look at the local shards'
+    storage, and the totals add what the calling rank holds
+    (``local_params``, ``local_bytes``).
     """
+    sharded_class = _sharded_tensor_class()
     if isinstance(source, nn.Module):
-        return ParamTree(_C.walk_module(source, buffers))
+        return ParamTree(_C.walk_module(source, buffers, sharded_class))
     if isinstance(source, Mapping):
-        return ParamTree(_C.walk_mapping(list(source.keys()), list(source.values())))
+        return ParamTree(_C.walk_mapping(list(source.keys()), list(source.values()), sharded_class))
     raise TypeError(
         "torchwalk.walk() expects an nn.Module or a mapping of names to tensors, "
         f"got {type(source).__name__}"
