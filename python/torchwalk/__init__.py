@@ -29,6 +29,7 @@ from torchwalk.dropin import (  # noqa: E402
     named_modules,
     named_parameters,
     parameters,
+    state_dict,
 )
 from torchwalk.summary import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, summary, ties, walk  # noqa: E402
@@ -52,6 +53,7 @@ __all__ = [
     "named_parameters",
     "parameters",
     "render",
+    "state_dict",
     "summary",
     "ties",
     "walk",
