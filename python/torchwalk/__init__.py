@@ -31,6 +31,7 @@ from torchwalk.dropin import (  # noqa: E402
     parameters,
     state_dict,
 )
+from torchwalk.install import install, installed, uninstall  # noqa: E402
 from torchwalk.summary import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, summary, ties, walk  # noqa: E402
 
@@ -46,6 +47,8 @@ __all__ = [
     "get_buffer",
     "get_parameter",
     "get_submodule",
+    "install",
+    "installed",
     "modules",
     "named_buffers",
     "named_children",
@@ -56,5 +59,6 @@ __all__ = [
     "state_dict",
     "summary",
     "ties",
+    "uninstall",
     "walk",
 ]
