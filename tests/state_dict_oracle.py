@@ -172,9 +172,7 @@ def _fresh_destination(kind: str) -> Any:
     return destination
 
 
-def assert_same_call(
-    ours: Callable[..., Any], theirs: Callable[..., Any], **flags: Any
-) -> None:
+def assert_same_call(ours: Callable[..., Any], theirs: Callable[..., Any], **flags: Any) -> None:
     """One state_dict call both ways: result, error and hook calls."""
     keep_vars = flags.get("keep_vars", False) is True
     expected, expected_error, expected_calls = _outcome(lambda: theirs(**flags))
@@ -199,8 +197,8 @@ def check_state_dict(
         if kind != "none":
             # A fresh destination for each side, passed the same way.
             assert_same_call(
-                lambda **f: ours(destination=_fresh_destination(kind), **f),
-                lambda **f: root.state_dict(destination=_fresh_destination(kind), **f),
+                lambda kind=kind, **f: ours(destination=_fresh_destination(kind), **f),
+                lambda kind=kind, **f: root.state_dict(destination=_fresh_destination(kind), **f),
                 **flags,
             )
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -71,10 +71,6 @@ def test_importing_torchwalk_patches_nothing() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def _walk(call: Callable[[], Any]) -> list[Any]:
-    return list(call())
-
-
 @given(tree=module_trees())
 def test_installed_methods_match_pytorch_on_random_trees(tree: nn.Module) -> None:
     calls: list[tuple[str, tuple[Any, ...], bool]] = [
@@ -91,9 +87,9 @@ def test_installed_methods_match_pytorch_on_random_trees(tree: nn.Module) -> Non
         ("children", (), False),
     ]
     for name, args, named in calls:
-        expected = _walk(lambda: PYTORCH[name](tree, *args))
+        expected = list(PYTORCH[name](tree, *args))
         with tw.installed():
-            got = _walk(lambda: getattr(tree, name)(*args))
+            got = list(getattr(tree, name)(*args))
         assert_same_items(got, expected, named)
 
 

@@ -12,6 +12,7 @@ import io
 import sys
 import warnings
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ def test_state_dict_matches_pytorch_on_random_trees(tree: nn.Module) -> None:
 @given(tree=decorated_trees())
 def test_state_dict_matches_pytorch_from_every_submodule(tree: nn.Module) -> None:
     for module in list(tree.modules())[1:]:
-        check_state_dict(module, lambda **flags: tw.state_dict(module, **flags), prefixes=("",))
+        check_state_dict(module, partial(tw.state_dict, module), prefixes=("",))
 
 
 REAL_MODULES = {
@@ -144,7 +145,9 @@ def test_tensor_subclasses_and_torch_function_modes_detach_as_pytorch() -> None:
     class CountDetach(TorchFunctionMode):
         calls = 0
 
-        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        def __torch_function__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
             if func is torch.Tensor.detach:
                 CountDetach.calls += 1
             return func(*args, **(kwargs or {}))

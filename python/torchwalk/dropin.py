@@ -334,7 +334,6 @@ def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
     return found
 
 
-
 def _state_dict_arguments(
     args: tuple[Any, ...], destination: Any, prefix: Any, keep_vars: Any
 ) -> tuple[Any, Any, Any]:
@@ -358,7 +357,11 @@ def _state_dict_arguments(
 
 
 def state_dict(
-    module: nn.Module, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
+    module: nn.Module,
+    *args: Any,
+    destination: Any = None,
+    prefix: str = "",
+    keep_vars: bool = False,
 ) -> Any:
     r"""Return a dictionary containing references to the whole state of the module.
 
