@@ -8,6 +8,7 @@ training loop with checkpointing is bit-identical with and without it.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,11 @@ from hypothesis import given
 from module_trees import assert_same_items, module_trees
 from state_dict_oracle import assert_same_call, check_state_dict, decorated_trees
 from torch import nn
+
+# These tests install and uninstall themselves, against PyTorch's own functions.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TORCHWALK_TEST_INSTALLED") == "1", reason="needs PyTorch's methods in place"
+)
 
 ROUTED = (
     "named_parameters",
