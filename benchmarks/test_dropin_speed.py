@@ -26,6 +26,7 @@ FUNCTIONS = (
     "get_parameter",
     "get_submodule",
     "get_buffer",
+    "state_dict",
 )
 
 RUNS = [

@@ -4,6 +4,8 @@ The default "ci" profile is derandomized (the same examples on every run, so a
 failure reproduces) and sized so that the equality tests together draw well
 over 500 trees. ``TORCHWALK_LONG_TESTS=1`` selects the "long" profile, with
 random examples and many more of them, and enables the tests marked `slow`.
+``TORCHWALK_TEST_INSTALLED=1`` runs the whole suite with ``tw.install()``
+active (PyTorch's own methods then route through torchwalk too).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 LONG_TESTS = os.environ.get("TORCHWALK_LONG_TESTS") == "1"
+INSTALLED = os.environ.get("TORCHWALK_TEST_INSTALLED") == "1"
 
 settings.register_profile(
     "ci",
@@ -41,3 +44,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if INSTALLED:
+        import torchwalk
+
+        torchwalk.install()

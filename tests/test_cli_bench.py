@@ -102,11 +102,15 @@ def test_cases_cover_every_drop_in_on_a_model_with_buffers() -> None:
         "get_parameter",
         "get_submodule",
         "get_buffer",
+        "state_dict",
     ]
 
 
 def identities(result: object) -> object:
-    """``result`` with every object but names replaced by its ``id``, lists and tuples kept."""
+    """``result`` with every object but names replaced by its ``id``, lists and tuples kept;
+    a state dict's detached tensors (new objects per call) by their storage's."""
+    if isinstance(result, dict):
+        return [(key, tensor.untyped_storage()._cdata) for key, tensor in result.items()]
     if isinstance(result, list | tuple):
         return type(result)(identities(item) for item in result)
     return result if isinstance(result, str) else id(result)

@@ -21,6 +21,7 @@
 #include "walk/attribute_path.h"
 #include "walk/class_check.h"
 #include "walk/module_walk.h"
+#include "walk/state_dict.h"
 
 namespace py = pybind11;
 using namespace torchwalk;
@@ -166,6 +167,13 @@ PyObject* get_buffer(PyObject*, Arguments args, Py_ssize_t nargs) {
   });
 }
 
+PyObject* state_dict(PyObject*, Arguments args, Py_ssize_t nargs) {
+  return fast_call<4>("state_dict", args, nargs, [](Arguments a) {
+    require_module(a[0], "state_dict");
+    return walk_state_dict(a[0], StateDictQuery{a[1], a[2], a[3], mask_of(kStateDict)});
+  });
+}
+
 #define TORCHWALK_FAST_FUNCTION(name, doc) \
   {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, doc}
 
@@ -184,6 +192,8 @@ PyMethodDef fast_functions[] = {
     TORCHWALK_FAST_FUNCTION(get_submodule, "(module, target) -> Module | None"),
     TORCHWALK_FAST_FUNCTION(get_parameter, "(module, target) -> Parameter | None"),
     TORCHWALK_FAST_FUNCTION(get_buffer, "(module, target) -> Tensor | None"),
+    TORCHWALK_FAST_FUNCTION(state_dict,
+                            "(module, destination, prefix, keep_vars) -> destination | None"),
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -310,6 +320,10 @@ PYBIND11_MODULE(_C, m) {
       },
       "Tells the walkers nn.Module, nn.Parameter, how tensors hash and which tensors are lazy "
       "(called once, at import).");
+  m.def(
+      "set_replacements", [](py::dict replacements) { set_replacements(replacements.ptr()); },
+      "Tells the walkers which functions torchwalk.install() put on nn.Module, by attribute "
+      "name (an empty dict: none).");
   bind_tree_records(m);
 
   if (PyModule_AddFunctions(m.ptr(), fast_functions) != 0) {

@@ -1,6 +1,7 @@
 // The one file that sees torch's tensors (torch/csrc/autograd/python_variable.h
 // alone takes about 9 s to parse here): everything else reads TensorFacts.
 
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -10,6 +11,8 @@
 #include <string>
 
 #include "storage/tensor_facts.h"
+#include "walk/class_check.h"
+#include "walk/detached_tensor.h"
 
 namespace torchwalk {
 namespace {
@@ -23,7 +26,34 @@ int16_t device_code_of(const c10::Device& device) {
   return static_cast<int16_t>(static_cast<int>(device.type()) * 256 + (device.index() + 1));
 }
 
+// True when `tensor.detach` is torch.Tensor.detach called without a
+// __torch_function__ override: Python's method would make the same
+// dispatcher call as at::Tensor::detach.
+bool detaches_plainly(PyObject* tensor, PyObject* detach_name) {
+  auto* type = reinterpret_cast<PyObject*>(Py_TYPE(tensor));
+  if ((type != THPVariableClass && type != parameter_class()) ||
+      at::impl::torch_function_mode_enabled()) {
+    return false;
+  }
+  PyObject** dict = _PyObject_GetDictPtr(tensor);
+  return dict == nullptr || *dict == nullptr || PyDict_GET_SIZE(*dict) == 0 ||
+         PyDict_GetItemWithError(*dict, detach_name) == nullptr;
+}
+
 }  // namespace
+
+PyObject* detached(PyObject* tensor) {
+  static PyObject* detach_name = PyUnicode_InternFromString("detach");
+  if (!detaches_plainly(tensor, detach_name)) {
+    if (PyErr_Occurred()) {  // a key's __eq__ raised: let the method lookup meet it again
+      PyErr_Clear();
+    }
+    return PyObject_CallMethodNoArgs(tensor, detach_name);
+  }
+  HANDLE_TH_ERRORS
+  return THPVariable_Wrap(THPVariable_Unpack(tensor).detach());
+  END_HANDLE_TH_ERRORS
+}
 
 bool is_tensor(PyObject* object) { return THPVariable_Check(object); }
 

@@ -7,10 +7,11 @@ namespace torchwalk {
 namespace {
 
 constexpr const char* kAttributeNames[kModuleAttributeCount] = {
-    "named_modules", "modules",        "named_parameters", "parameters",  "named_buffers",
-    "buffers",       "_named_members", "named_children",   "children",    "get_submodule",
-    "get_parameter", "get_buffer",     "__getattribute__", "__getattr__", "_parameters",
-    "_buffers",      "_modules",
+    "named_modules",    "modules",       "named_parameters",    "parameters",
+    "named_buffers",    "buffers",       "_named_members",      "named_children",
+    "children",         "get_submodule", "get_parameter",       "get_buffer",
+    "__getattribute__", "__getattr__",   "_parameters",         "_buffers",
+    "_modules",         "state_dict",    "_save_to_state_dict", "get_extra_state",
 };
 
 // Attributes an instance dict can shadow: methods, not the dunders (looked up
@@ -30,6 +31,8 @@ struct Configuration {
   // attribute when it still resolves to this object (patching nn.Module
   // itself is an override too).
   PyObject* originals[kModuleAttributeCount] = {};
+  // What torchwalk.install() put in their place, or null.
+  PyObject* replacements[kModuleAttributeCount] = {};
   PyObject* hash_name = nullptr;
   PyObject* torch_function_name = nullptr;
 };
@@ -81,15 +84,28 @@ bool is_identity_hash(PyTypeObject* cls) {
   return false;
 }
 
+void forget_facts() {
+  for (CacheSlot& slot : facts_cache) {
+    slot = CacheSlot{};
+  }
+}
+
 ClassFacts compute_facts(PyTypeObject* cls) {
   ClassFacts facts{};
   facts.is_module = PyType_IsSubtype(cls, config.module_class) != 0;
   if (is_identity_hash(cls)) {
     facts.kept |= kHashesByIdentity;
   }
+  PyTypeObject* metaclass = Py_TYPE(reinterpret_cast<PyObject*>(cls));
+  if (metaclass->tp_getattro == PyType_Type.tp_getattro &&
+      _PyType_Lookup(metaclass, config.names[kGetExtraState]) == nullptr) {
+    facts.kept |= kExtraStateLookupIsMro;
+  }
   if (facts.is_module) {
     for (unsigned attribute = 0; attribute < kModuleAttributeCount; ++attribute) {
-      if (_PyType_Lookup(cls, config.names[attribute]) == config.originals[attribute]) {
+      PyObject* found = _PyType_Lookup(cls, config.names[attribute]);
+      if (found == config.originals[attribute] ||
+          (found != nullptr && found == config.replacements[attribute])) {
         facts.kept |= mask_of(static_cast<ModuleAttribute>(attribute));
       }
     }
@@ -118,12 +134,27 @@ void configure_classes(PyObject* module_class, PyObject* parameter_class, PyObje
   }
   config.hash_name = PyUnicode_InternFromString("__hash__");
   config.torch_function_name = PyUnicode_InternFromString("__torch_function__");
-  for (CacheSlot& slot : facts_cache) {
-    slot = CacheSlot{};
-  }
+  forget_facts();
 }
 
 PyObject* parameter_class() { return config.parameter_class; }
+
+PyTypeObject* module_class() { return config.module_class; }
+
+void set_replacements(PyObject* replacements) {
+  if (!PyDict_Check(replacements)) {
+    throw std::invalid_argument("set_replacements expects a dict");
+  }
+  for (unsigned attribute = 0; attribute < kModuleAttributeCount; ++attribute) {
+    PyObject* replacement = PyDict_GetItemWithError(replacements, config.names[attribute]);
+    if (replacement == nullptr && PyErr_Occurred()) {
+      throw std::invalid_argument("set_replacements: unhashable key");
+    }
+    Py_XSETREF(config.replacements[attribute], Py_XNewRef(replacement));
+  }
+  // The cached answers were given under the previous replacements.
+  forget_facts();
+}
 
 PyObject* attribute_name(ModuleAttribute attribute) { return config.names[attribute]; }
 

@@ -37,6 +37,9 @@ enum ModuleAttribute : unsigned {
   kParametersDict,
   kBuffersDict,
   kModulesDict,
+  kStateDict,
+  kSaveToStateDict,
+  kGetExtraState,
   kModuleAttributeCount,
 };
 
@@ -60,12 +63,25 @@ void configure_classes(PyObject* module_class, PyObject* parameter_class, PyObje
 
 PyObject* parameter_class();
 
+PyTypeObject* module_class();
+
+// Functions that torchwalk.install() puts on nn.Module: a class that resolves
+// an attribute to its replacement keeps it too (the replacement gives
+// PyTorch's answer). `replacements` maps attribute names to functions; an
+// empty dict accepts nothing but the originals again.
+void set_replacements(PyObject* replacements);
+
 // The interned attribute name, e.g. "named_modules" for kNamedModules.
 PyObject* attribute_name(ModuleAttribute attribute);
 
 // Not an attribute: set in ClassFacts::kept when hash(x) is id-based, so an
 // address set behaves like the Python set PyTorch uses as a memo.
 constexpr AttributeMask kHashesByIdentity = AttributeMask{1} << kModuleAttributeCount;
+
+// Not an attribute either: set when `getattr(cls, "get_extra_state")`, which
+// PyTorch's `_save_to_state_dict` reads, finds what the class's MRO holds (the
+// metaclass looks attributes up as `type` does and defines no such name).
+constexpr AttributeMask kExtraStateLookupIsMro = AttributeMask{1} << (kModuleAttributeCount + 1);
 
 struct ClassFacts {
   bool is_module;      // a subclass of nn.Module

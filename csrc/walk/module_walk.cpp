@@ -8,8 +8,11 @@
 #include <utility>
 #include <vector>
 
+#include "walk/gc_pause.h"
 #include "walk/hand_back.h"
+#include "walk/name_text.h"
 #include "walk/pointer_set.h"
+#include "walk/prefetch.h"
 
 namespace torchwalk {
 namespace {
@@ -66,7 +69,7 @@ class PathBuffer {
     if (whole_name_) {
       return Py_NewRef(whole_name_.ptr());
     }
-    return make_str(text_.data(), text_.size(), is_ascii());
+    return new_str(text_.data(), text_.size(), is_ascii());
   }
 
   // Hands back unless `joined_with(name)` would succeed.
@@ -88,7 +91,7 @@ class PathBuffer {
     if (!is_ascii() || !PyUnicode_IS_ASCII(name)) {
       size_t length = text_.size();
       append(name);
-      PyObject* joined = make_str(text_.data(), text_.size(), false);
+      PyObject* joined = new_str(text_.data(), text_.size(), false);
       truncate(length);
       return joined;
     }
@@ -105,62 +108,12 @@ class PathBuffer {
   }
 
  private:
-  static const char* utf8_of(PyObject* name, Py_ssize_t* size) {
-    // Only exact str: a str subclass could override `+`.
-    if (!PyUnicode_CheckExact(name)) {
-      hand_back();
-    }
-    if (PyUnicode_IS_COMPACT_ASCII(name)) {  // most names: no call needed
-      *size = PyUnicode_GET_LENGTH(name);
-      return reinterpret_cast<const char*>(PyUnicode_1BYTE_DATA(name));
-    }
-    const char* text = PyUnicode_AsUTF8AndSize(name, size);
-    if (text == nullptr) {  // lone surrogates: let PyTorch handle them
-      PyErr_Clear();
-      hand_back();
-    }
-    return text;
-  }
-
-  static PyObject* make_str(const char* text, size_t size, bool ascii) {
-    PyObject* str = nullptr;
-    if (ascii) {
-      str = PyUnicode_New(static_cast<Py_ssize_t>(size), 127);
-      if (str != nullptr) {
-        std::memcpy(PyUnicode_1BYTE_DATA(str), text, size);
-      }
-    } else {
-      str = PyUnicode_DecodeUTF8(text, static_cast<Py_ssize_t>(size), "strict");
-    }
-    if (str == nullptr) {
-      throw py::error_already_set();
-    }
-    return str;
-  }
-
   bool is_ascii() const { return first_non_ascii_ == std::string::npos; }
 
   std::string text_;
   size_t first_non_ascii_ = std::string::npos;
   py::object whole_name_;  // set while the path is exactly this one name
   size_t text_of_whole_name_ = 0;
-};
-
-// Pauses Python's cyclic garbage collector for its lifetime. Nothing else can
-// run meanwhile (the GIL is held), and collection timing is not semantics.
-class GarbageCollectorPause {
- public:
-  GarbageCollectorPause() : was_enabled_(PyGC_Disable() != 0) {}
-  ~GarbageCollectorPause() {
-    if (was_enabled_) {
-      PyGC_Enable();
-    }
-  }
-  GarbageCollectorPause(const GarbageCollectorPause&) = delete;
-  GarbageCollectorPause& operator=(const GarbageCollectorPause&) = delete;
-
- private:
-  bool was_enabled_;
 };
 
 // Working memory of one walk. The first kilobytes come from the C stack, so
@@ -252,60 +205,6 @@ struct Frame {
                "remove_duplicate=False never ends",
                Py_TYPE(module)->tp_name, shown.c_str());
   throw py::error_already_set();
-}
-
-// Large trees are bound by cache misses chasing module -> instance dict ->
-// `_modules` -> child pointers; small ones sit in cache, where prefetching
-// only costs. So the walk starts prefetching once it has entered this many
-// modules.
-constexpr size_t kPrefetchAfterModules = 512;
-
-// Asks for the cache lines of every child's object header (and the words
-// before it, where CPython keeps the managed dict pointer).
-void prefetch_children(PyObject* children) {
-  Py_ssize_t cursor = 0;
-  PyObject* name = nullptr;
-  PyObject* child = nullptr;
-  while (PyDict_Next(children, &cursor, &name, &child)) {
-    __builtin_prefetch(child);
-    __builtin_prefetch(reinterpret_cast<char*>(child) - 32);
-  }
-}
-
-// The instance dict of `object`, if it has one already; never creates it.
-PyObject* existing_instance_dict(PyObject* object) {
-  if (Py_TYPE(object)->tp_dictoffset == 0) {
-    return nullptr;
-  }
-  PyObject** dict = _PyObject_GetDictPtr(object);
-  return dict == nullptr ? nullptr : *dict;
-}
-
-// A software pipeline over the siblings after `cursor`, whose headers
-// prefetch_children asked for: the next sibling's dict object was asked for
-// one step ago, so its values (where `_modules` and `_parameters` live) can
-// be asked for now; the sibling after it gets its dict object asked for.
-void prefetch_next_siblings(PyObject* children, Py_ssize_t cursor) {
-  PyObject* name = nullptr;
-  PyObject* next = nullptr;
-  if (!PyDict_Next(children, &cursor, &name, &next)) {
-    return;
-  }
-  if (PyObject* dict = existing_instance_dict(next)) {
-    if (PyDict_Check(dict)) {
-      auto* values = reinterpret_cast<char*>(reinterpret_cast<PyDictObject*>(dict)->ma_values);
-      if (values != nullptr) {
-        __builtin_prefetch(values);
-        __builtin_prefetch(values + 64);
-        __builtin_prefetch(values + 128);
-      }
-    }
-  }
-  if (PyDict_Next(children, &cursor, &name, &next)) {
-    if (PyObject* dict = existing_instance_dict(next)) {
-      __builtin_prefetch(dict);
-    }
-  }
 }
 
 // Visits modules in the order of PyTorch's recursive `named_modules`, with an

@@ -29,7 +29,9 @@ from torchwalk.dropin import (  # noqa: E402
     named_modules,
     named_parameters,
     parameters,
+    state_dict,
 )
+from torchwalk.install import install, installed, uninstall  # noqa: E402
 from torchwalk.summary import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, summary, ties, walk  # noqa: E402
 
@@ -45,6 +47,8 @@ __all__ = [
     "get_buffer",
     "get_parameter",
     "get_submodule",
+    "install",
+    "installed",
     "modules",
     "named_buffers",
     "named_children",
@@ -52,7 +56,9 @@ __all__ = [
     "named_parameters",
     "parameters",
     "render",
+    "state_dict",
     "summary",
     "ties",
+    "uninstall",
     "walk",
 ]

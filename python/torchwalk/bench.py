@@ -213,7 +213,8 @@ def _iterator_case(model: nn.Module, function: str) -> Case:
 def cases(model: nn.Module) -> list[Case]:
     """The calls to compare on ``model``: every drop-in, each as ``list(...)`` of its iterator.
 
-    ``get_parameter`` and ``get_buffer`` look up the deepest name there is (the
+    ``state_dict`` is compared as called, without ``list``. ``get_parameter``
+    and ``get_buffer`` look up the deepest name there is (the
     last of the deepest, in walk order), ``get_submodule`` the module that holds
     that parameter. ``get_buffer`` is left out for a model without buffers.
     """
@@ -242,6 +243,7 @@ def cases(model: nn.Module) -> list[Case]:
                 lambda: tw.get_buffer(model, buffer_name),
             )
         )
+    found.append(Case("state_dict", model.state_dict, lambda: tw.state_dict(model)))
     return found
 
 

@@ -18,6 +18,7 @@ an override's own defaults apply, as they would to a direct call).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -330,4 +331,76 @@ def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
     found = _C.get_buffer(module, target)
     if found is None:
         return module.get_buffer(target)
+    return found
+
+
+def _state_dict_arguments(
+    args: tuple[Any, ...], destination: Any, prefix: Any, keep_vars: Any
+) -> tuple[Any, Any, Any]:
+    """The deprecated positional ``(destination, prefix, keep_vars)`` read as PyTorch reads them."""
+    if len(args) > 0:
+        # The same warning as PyTorch's, pointing at the caller of state_dict.
+        warnings.warn(
+            "Positional args are being deprecated, use kwargs instead. Refer to "
+            "https://pytorch.org/docs/main/generated/torch.nn.Module.html#torch.nn.Module.state_dict"
+            " for details.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        if destination is None:
+            destination = args[0]
+        if len(args) > 1 and prefix == "":
+            prefix = args[1]
+        if len(args) > 2 and keep_vars is False:
+            keep_vars = args[2]
+    return destination, prefix, keep_vars
+
+
+def state_dict(
+    module: nn.Module,
+    *args: Any,
+    destination: Any = None,
+    prefix: str = "",
+    keep_vars: bool = False,
+) -> Any:
+    r"""Return a dictionary containing references to the whole state of the module.
+
+    Same as ``module.state_dict(destination=destination, prefix=prefix,
+    keep_vars=keep_vars)``: the same keys in the same order, the same tensors
+    (``detach()``-ed views of the same storage, or the Parameters and buffers
+    themselves with ``keep_vars=True``), the same ``_metadata``. Modules with
+    state-dict hooks or their own ``state_dict`` / ``_save_to_state_dict``
+    are saved by their own methods, at their place.
+
+    Args:
+        module (nn.Module): the root of the walk.
+        destination (dict, optional): If provided, the state of module will
+            be updated into the dict and the same object is returned.
+            Otherwise, an ``OrderedDict`` will be created and returned.
+            Default: ``None``.
+        prefix (str, optional): a prefix added to parameter and buffer
+            names to compose the keys in state_dict. Default: ``''``.
+        keep_vars (bool, optional): by default the :class:`~torch.Tensor` s
+            returned in the state dict are detached from autograd. If it's
+            set to ``True``, detaching will not be performed.
+            Default: ``False``.
+
+    Returns:
+        dict:
+            a dictionary containing a whole state of the module
+
+    Example::
+
+        >>> torch.save(tw.state_dict(model), "checkpoint.pt")
+    """
+    destination, prefix, keep_vars = _state_dict_arguments(args, destination, prefix, keep_vars)
+    found = _C.state_dict(module, destination, prefix, keep_vars)
+    if found is None:
+        return module.state_dict(
+            **_given(
+                destination=(destination, None),
+                prefix=(prefix, ""),
+                keep_vars=(keep_vars, False),
+            )
+        )
     return found

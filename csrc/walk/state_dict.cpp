@@ -1,0 +1,456 @@
+#include "walk/state_dict.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "walk/detached_tensor.h"
+#include "walk/gc_pause.h"
+#include "walk/hand_back.h"
+#include "walk/name_text.h"
+#include "walk/pointer_set.h"
+#include "walk/prefetch.h"
+
+namespace torchwalk {
+namespace {
+
+struct Names {
+  PyObject* version = PyUnicode_InternFromString("_version");
+  PyObject* version_key = PyUnicode_InternFromString("version");
+  PyObject* metadata = PyUnicode_InternFromString("_metadata");
+  PyObject* pre_hooks = PyUnicode_InternFromString("_state_dict_pre_hooks");
+  PyObject* post_hooks = PyUnicode_InternFromString("_state_dict_hooks");
+  PyObject* non_persistent = PyUnicode_InternFromString("_non_persistent_buffers_set");
+  // The keywords of PyTorch's call on a child: state_dict(destination=,
+  // prefix=, keep_vars=).
+  PyObject* child_call_keywords = Py_BuildValue("(sss)", "destination", "prefix", "keep_vars");
+};
+
+// Made on first use (with the GIL held) and kept for the extension's lifetime.
+const Names& names() {
+  static const Names interned;
+  return interned;
+}
+
+constexpr char kExtraStateSuffix[] = "_extra_state";
+
+// What a module's class must resolve to nn.Module's own for the fast path:
+// the three dicts read as attribute access would, `state_dict` (PyTorch's
+// parent calls it on each child), `_save_to_state_dict`, and a plain
+// `getattr(cls, "get_extra_state")`.
+constexpr AttributeMask kSavesAsPyTorch =
+    kReadsDicts | mask_of(kStateDict, kSaveToStateDict) | kExtraStateLookupIsMro;
+
+[[noreturn]] void raise_python_error() { throw py::error_already_set(); }
+
+PyObject* checked(PyObject* result) {
+  if (result == nullptr) {
+    raise_python_error();
+  }
+  return result;
+}
+
+// `hasattr(destination, "_metadata")`: the attribute (new reference) or null
+// when reading it raises AttributeError.
+PyObject* optional_attribute(PyObject* object, PyObject* name) {
+  PyObject* found = nullptr;
+#if PY_VERSION_HEX >= 0x030D0000
+  int status = PyObject_GetOptionalAttr(object, name, &found);
+#else
+  int status = _PyObject_LookupAttr(object, name, &found);
+#endif
+  if (status < 0) {
+    raise_python_error();
+  }
+  return found;
+}
+
+// A module's state as the fast path reads it, all owned: Python code (extra
+// state, a tensor subclass's detach, a handed-back child) runs between reads.
+struct ModuleState {
+  py::object module;
+  py::object parameters;      // `_parameters`, an exact dict
+  py::object buffers;         // `_buffers`, an exact dict
+  py::object children;        // `_modules`, an exact dict
+  py::object non_persistent;  // `_non_persistent_buffers_set`; unset if no buffer is saved
+  bool saves_extra_state = false;
+};
+
+// A hook dict that PyTorch's `for hook in hooks.values()` finds empty.
+bool is_empty_hook_dict(PyObject* hooks) {
+  return hooks != nullptr && (PyDict_CheckExact(hooks) || PyODict_CheckExact(hooks)) &&
+         PyDict_GET_SIZE(hooks) == 0;
+}
+
+// Hands back unless every key of a non-None entry is a name the fast path can
+// join (PyTorch joins only those: `prefix + name`).
+size_t check_names(PyObject* members) {
+  size_t present = 0;
+  Py_ssize_t cursor = 0;
+  PyObject* name = nullptr;
+  PyObject* member = nullptr;
+  while (PyDict_Next(members, &cursor, &name, &member)) {
+    if (member != Py_None) {
+      Py_ssize_t size = 0;
+      utf8_of(name, &size);
+      ++present;
+    }
+  }
+  return present;
+}
+
+// The module's state when PyTorch's state_dict on it would be exactly what
+// the fast path does (no hooks, no overrides, plain dicts and names), else
+// std::nullopt. Reads only: nothing has been written when it declines.
+std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
+                                       bool module_class_keeps_extra_state) {
+  try {
+    ModuleState state;
+    state.module = py::reinterpret_borrow<py::object>(module);
+    py::object dict = checked_instance_dict(module, keeps | kSavesAsPyTorch);
+    for (PyObject* hooks_name : {names().pre_hooks, names().post_hooks}) {
+      if (!is_empty_hook_dict(PyDict_GetItemWithError(dict.ptr(), hooks_name))) {
+        PyErr_Clear();
+        return std::nullopt;
+      }
+    }
+    state.parameters = exact_dict_item(dict.ptr(), kParametersDict);
+    state.buffers = exact_dict_item(dict.ptr(), kBuffersDict);
+    state.children = exact_dict_item(dict.ptr(), kModulesDict);
+    check_names(state.parameters.ptr());
+    check_names(state.children.ptr());
+    if (check_names(state.buffers.ptr()) > 0) {
+      PyObject* non_persistent = PyDict_GetItemWithError(dict.ptr(), names().non_persistent);
+      if (non_persistent == nullptr ||
+          !(PySet_CheckExact(non_persistent) || PyFrozenSet_CheckExact(non_persistent))) {
+        PyErr_Clear();
+        return std::nullopt;
+      }
+      state.non_persistent = py::reinterpret_borrow<py::object>(non_persistent);
+    }
+    // PyTorch asks `getattr(cls, "get_extra_state", Module.get_extra_state) is
+    // not Module.get_extra_state`: only answerable here while nn.Module still
+    // has the function it had at import.
+    if (!facts_of(Py_TYPE(module)).keeps(mask_of(kGetExtraState))) {
+      if (!module_class_keeps_extra_state) {
+        return std::nullopt;
+      }
+      state.saves_extra_state = true;
+    }
+    return state;
+  } catch (const HandBack&) {
+    return std::nullopt;
+  }
+}
+
+// The dotted prefix of the module being saved, as UTF-8 text: the root's
+// prefix, then `name + "."` per level, exactly PyTorch's `prefix + name + "."`.
+class KeyPrefix {
+ public:
+  explicit KeyPrefix(PyObject* root_prefix) { append_text(root_prefix); }
+
+  size_t length() const { return text_.size(); }
+
+  const std::string& text() const { return text_; }
+
+  void truncate(size_t length) {
+    text_.resize(length);
+    if (first_non_ascii_ >= length) {
+      first_non_ascii_ = std::string::npos;
+    }
+  }
+
+  // Goes one level down: `prefix + name + "."`.
+  void descend(PyObject* name) {
+    append_text(name);
+    text_.push_back('.');
+  }
+
+  // A new str: `prefix + name`.
+  PyObject* key(PyObject* name) {
+    Py_ssize_t size = 0;
+    const char* text = utf8_of(name, &size);
+    size_t length = text_.size();
+    bool ascii = is_ascii() && PyUnicode_IS_ASCII(name);
+    text_.append(text, static_cast<size_t>(size));
+    return new_str_or_release(length, ascii);
+  }
+
+  // A new str: `prefix + suffix` for an ASCII suffix.
+  PyObject* key(const char* suffix) {
+    size_t length = text_.size();
+    text_.append(suffix);
+    return new_str_or_release(length, is_ascii());
+  }
+
+  // A new str: the whole prefix.
+  PyObject* whole() const { return new_str(text_.data(), text_.size(), is_ascii()); }
+
+  // A new str: `prefix[:-1]` of a prefix that ends with ".".
+  PyObject* without_dot() const { return new_str(text_.data(), text_.size() - 1, is_ascii()); }
+
+ private:
+  void append_text(PyObject* name) {
+    Py_ssize_t size = 0;
+    const char* text = utf8_of(name, &size);
+    if (!PyUnicode_IS_ASCII(name) && is_ascii()) {
+      first_non_ascii_ = text_.size();
+    }
+    text_.append(text, static_cast<size_t>(size));
+  }
+
+  // The str of the current text, which is then cut back to `length`.
+  PyObject* new_str_or_release(size_t length, bool ascii) {
+    PyObject* joined = nullptr;
+    try {
+      joined = new_str(text_.data(), text_.size(), ascii);
+    } catch (...) {
+      text_.resize(length);
+      throw;
+    }
+    text_.resize(length);
+    return joined;
+  }
+
+  bool is_ascii() const { return first_non_ascii_ == std::string::npos; }
+
+  std::string text_;
+  size_t first_non_ascii_ = std::string::npos;
+};
+
+// A module whose children are being saved.
+struct Frame {
+  py::object module;
+  py::object children;   // its `_modules` dict
+  Py_ssize_t cursor;     // PyDict_Next position in `children`
+  Py_ssize_t size;       // the dict's size when the frame began
+  size_t prefix_length;  // the key prefix's length at this module
+};
+
+[[noreturn]] void raise_cycle(PyObject* module, const std::string& prefix) {
+  PyErr_Format(PyExc_RecursionError,
+               "module graph has a cycle: the %s at '%s' contains itself, so its state_dict "
+               "never ends",
+               Py_TYPE(module)->tp_name, prefix.c_str());
+  raise_python_error();
+}
+
+// What Python's dict iteration raises when the loop body changed the dict.
+void check_unchanged(PyObject* dict, Py_ssize_t size) {
+  if (PyDict_GET_SIZE(dict) != size) {
+    PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+    raise_python_error();
+  }
+}
+
+class StateDictWalk {
+ public:
+  StateDictWalk(py::object destination, PyObject* root_prefix, PyObject* keep_vars,
+                bool module_class_keeps_extra_state)
+      : destination_(std::move(destination)),
+        prefix_(root_prefix),
+        keep_vars_(keep_vars),
+        module_class_keeps_extra_state_(module_class_keeps_extra_state) {}
+
+  const py::object& destination() const { return destination_; }
+
+  void run(const ModuleState& root, PyObject* root_prefix) {
+    auto root_metadata_key = py::reinterpret_steal<py::object>(checked(PyUnicode_Substring(
+        root_prefix, 0, std::max<Py_ssize_t>(PyUnicode_GET_LENGTH(root_prefix) - 1, 0))));
+    save(root, root_metadata_key.ptr());
+    descend_into(root);
+    while (!stack_.empty()) {
+      Frame& top = stack_.back();
+      check_unchanged(top.children.ptr(), top.size);
+      PyObject* name = nullptr;
+      PyObject* child = nullptr;
+      if (!PyDict_Next(top.children.ptr(), &top.cursor, &name, &child)) {
+        ancestors_.erase(top.module.ptr());
+        stack_.pop_back();
+        continue;
+      }
+      if (child == Py_None) {
+        continue;
+      }
+      auto owned_name = py::reinterpret_borrow<py::object>(name);
+      auto owned_child = py::reinterpret_borrow<py::object>(child);
+      if (modules_entered_ > kPrefetchAfterModules) {
+        prefetch_next_siblings(top.children.ptr(), top.cursor);
+      }
+      prefix_.truncate(top.prefix_length);
+      prefix_.descend(name);
+      std::optional<ModuleState> state = read_module(child, 0, module_class_keeps_extra_state_);
+      if (!state) {
+        hand_to_pytorch(child);
+        continue;
+      }
+      if (ancestors_.contains(child)) {
+        raise_cycle(child, prefix_.text());
+      }
+      auto metadata_key = py::reinterpret_steal<py::object>(prefix_.without_dot());
+      save(*state, metadata_key.ptr());
+      descend_into(*state);  // may grow the stack: `top` is not used after this
+    }
+  }
+
+ private:
+  // Walks the module's children next, unless it has none (most modules).
+  void descend_into(const ModuleState& state) {
+    Py_ssize_t size = PyDict_GET_SIZE(state.children.ptr());
+    if (size == 0) {
+      return;
+    }
+    ancestors_.insert(state.module.ptr());
+    if (++modules_entered_ > kPrefetchAfterModules) {
+      prefetch_children(state.children.ptr());
+    }
+    stack_.push_back(Frame{state.module, state.children, 0, size, prefix_.length()});
+  }
+
+  // `child.state_dict(destination=..., prefix=..., keep_vars=...)`, as
+  // PyTorch's parent calls it (its result is not used there either).
+  void hand_to_pytorch(PyObject* child) {
+    auto method = py::reinterpret_steal<py::object>(
+        checked(PyObject_GetAttr(child, attribute_name(kStateDict))));
+    auto child_prefix = py::reinterpret_steal<py::object>(prefix_.whole());
+    PyObject* arguments[] = {destination_.ptr(), child_prefix.ptr(), keep_vars_};
+    Py_DECREF(
+        checked(PyObject_Vectorcall(method.ptr(), arguments, 0, names().child_call_keywords)));
+  }
+
+  // PyTorch's state_dict on one module up to its children: the metadata,
+  // then `_save_to_state_dict`.
+  void save(const ModuleState& state, PyObject* metadata_key) {
+    PyObject* module = state.module.ptr();
+    auto version =
+        py::reinterpret_steal<py::object>(checked(PyObject_GetAttr(module, names().version)));
+    auto local_metadata = py::reinterpret_steal<py::object>(checked(PyDict_New()));
+    if (PyDict_SetItem(local_metadata.ptr(), names().version_key, version.ptr()) != 0) {
+      raise_python_error();
+    }
+    record_metadata(metadata_key, local_metadata.ptr());
+    save_tensors(state.parameters.ptr(), nullptr);
+    save_tensors(state.buffers.ptr(), state.non_persistent.ptr());
+    if (state.saves_extra_state) {
+      auto key = py::reinterpret_steal<py::object>(prefix_.key(kExtraStateSuffix));
+      auto extra_state = py::reinterpret_steal<py::object>(
+          checked(PyObject_CallMethodNoArgs(module, attribute_name(kGetExtraState))));
+      set_item(key.ptr(), extra_state.ptr());
+    }
+  }
+
+  // `if hasattr(destination, "_metadata"): destination._metadata[key] = local_metadata`.
+  void record_metadata(PyObject* key, PyObject* local_metadata) {
+    PyObject* destination = destination_.ptr();
+    if (PyDict_CheckExact(destination)) {
+      return;  // a plain dict has no attributes
+    }
+    auto metadata =
+        py::reinterpret_steal<py::object>(optional_attribute(destination, names().metadata));
+    if (!metadata) {
+      return;
+    }
+    if (!PyODict_CheckExact(destination)) {
+      // PyTorch reads the attribute a second time; only an OrderedDict's
+      // instance dict is known to give the same object again.
+      metadata = py::reinterpret_steal<py::object>(
+          checked(PyObject_GetAttr(destination, names().metadata)));
+    }
+    if (PyObject_SetItem(metadata.ptr(), key, local_metadata) != 0) {
+      raise_python_error();
+    }
+  }
+
+  // The non-None entries of `_parameters` (no `non_persistent` set) or of
+  // `_buffers` (those not in `non_persistent`), detached unless keep_vars.
+  void save_tensors(PyObject* members, PyObject* non_persistent) {
+    Py_ssize_t size = PyDict_GET_SIZE(members);
+    Py_ssize_t cursor = 0;
+    PyObject* name = nullptr;
+    PyObject* member = nullptr;
+    while (PyDict_Next(members, &cursor, &name, &member)) {
+      if (member == Py_None) {
+        continue;
+      }
+      auto owned_name = py::reinterpret_borrow<py::object>(name);
+      auto owned_member = py::reinterpret_borrow<py::object>(member);
+      if (non_persistent != nullptr) {
+        int skipped = PySet_Contains(non_persistent, name);
+        if (skipped < 0) {
+          raise_python_error();
+        }
+        if (skipped) {
+          continue;
+        }
+      }
+      auto key = py::reinterpret_steal<py::object>(prefix_.key(name));
+      auto value = py::reinterpret_steal<py::object>(
+          keep_vars_ == Py_True ? Py_NewRef(member) : checked(detached(member)));
+      set_item(key.ptr(), value.ptr());
+      check_unchanged(members, size);
+    }
+  }
+
+  void set_item(PyObject* key, PyObject* value) {
+    if (PyObject_SetItem(destination_.ptr(), key, value) != 0) {
+      raise_python_error();
+    }
+  }
+
+  py::object destination_;
+  KeyPrefix prefix_;
+  PyObject* keep_vars_;  // Py_True or Py_False
+  bool module_class_keeps_extra_state_;
+  std::vector<Frame> stack_;
+  size_t modules_entered_ = 0;  // modules with children so far
+  PointerSet ancestors_;        // the modules on the stack: meeting one again is a cycle
+};
+
+py::object new_destination() {
+  auto destination = py::reinterpret_steal<py::object>(checked(PyODict_New()));
+  auto metadata = py::reinterpret_steal<py::object>(checked(PyODict_New()));
+  if (PyObject_SetAttr(destination.ptr(), names().metadata, metadata.ptr()) != 0) {
+    raise_python_error();
+  }
+  return destination;
+}
+
+}  // namespace
+
+std::optional<py::object> walk_state_dict(py::handle root, const StateDictQuery& query) {
+  PyObject* prefix = query.prefix.ptr();
+  if (!PyUnicode_CheckExact(prefix) || !PyBool_Check(query.keep_vars.ptr())) {
+    return std::nullopt;
+  }
+  bool module_class_keeps_extra_state = facts_of(module_class()).keeps(mask_of(kGetExtraState));
+  std::optional<ModuleState> root_state =
+      read_module(root.ptr(), query.root_keeps, module_class_keeps_extra_state);
+  if (!root_state) {
+    return std::nullopt;
+  }
+  std::optional<StateDictWalk> walk;
+  try {
+    py::object destination = query.destination.is_none()
+                                 ? new_destination()
+                                 : py::reinterpret_borrow<py::object>(query.destination);
+    walk.emplace(destination, prefix, query.keep_vars.ptr(), module_class_keeps_extra_state);
+  } catch (const HandBack&) {  // a prefix without a UTF-8 form
+    return std::nullopt;
+  }
+  try {
+    // Tens of thousands of new tensors would trigger dozens of collections,
+    // each traversing the whole model; paused, it runs once afterwards.
+    GarbageCollectorPause pause;
+    walk->run(*root_state, prefix);
+  } catch (const HandBack&) {
+    // Names are checked before a module is saved; only code run during the
+    // walk (extra state, a handed-back child) can have put others there.
+    PyErr_SetString(PyExc_RuntimeError, "dictionary keys changed during iteration");
+    raise_python_error();
+  }
+  return walk->destination();
+}
+
+}  // namespace torchwalk
