@@ -30,15 +30,18 @@ from torchwalk.dropin import (  # noqa: E402
     named_parameters,
     parameters,
 )
+from torchwalk.stats import Stats, TensorStats  # noqa: E402
 from torchwalk.summary import Summary, SummaryRow  # noqa: E402
-from torchwalk.tree import ParamTree, TieGroup, render, summary, ties, walk  # noqa: E402
+from torchwalk.tree import ParamTree, TieGroup, render, stats, summary, ties, walk  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ParamTree",
+    "Stats",
     "Summary",
     "SummaryRow",
+    "TensorStats",
     "TieGroup",
     "buffers",
     "children",
@@ -52,6 +55,7 @@ __all__ = [
     "named_parameters",
     "parameters",
     "render",
+    "stats",
     "summary",
     "ties",
     "walk",

@@ -15,6 +15,7 @@ from torch import nn
 
 from torchwalk import _C
 from torchwalk.render import render_records
+from torchwalk.stats import Stats, compute_stats
 from torchwalk.summary import Summary, TieGroup, summarize
 
 Source = nn.Module | Mapping[str, torch.Tensor]
@@ -99,6 +100,35 @@ class ParamTree:
         """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all)."""
         return summarize(self._records, depth)
 
+    def stats(self, grads: bool = False, buffers: bool = False) -> Stats:
+        """The value statistics (API.md §5), all tensors read in one pass.
+
+        Args:
+            grads (bool): describe each parameter's ``.grad`` under the
+                parameter's name instead (parameters without one get no row).
+                Default: ``False``.
+            buffers (bool): add a row per buffer (of a tree walked with
+                buffers) after the parameters. Default: ``False``.
+
+        Returns:
+            Stats: a row per parameter object (named as ``named_parameters()``
+            names it; lazy ones left out), then per buffer.
+        """
+        named: list[tuple[str, torch.Tensor]] = [
+            (name, parameter)
+            for name, parameter in self.named_parameters()
+            if not isinstance(parameter, nn.parameter.UninitializedTensorMixin)
+        ]
+        if grads:
+            named = [(name, p.grad) for name, p in named if p.grad is not None]
+        elif buffers:
+            named += [
+                (name, buffer)
+                for name, buffer in self.named_buffers()
+                if not isinstance(buffer, nn.parameter.UninitializedTensorMixin)
+            ]
+        return compute_stats(named)
+
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
         """The tree drawing (API.md §6), headed ``NAME (Type)`` or just ``Type``."""
         return render_records(self._records, name=name, depth=depth, ascii=ascii)
@@ -151,6 +181,11 @@ def summary(source: Source, depth: int | None = None) -> Summary:
     return walk(source).summary(depth)
 
 
+def stats(source: Source, grads: bool = False) -> Stats:
+    """``walk(source, buffers=False).stats(grads)``."""
+    return walk(source, buffers=False).stats(grads=grads)
+
+
 def render(
     source: Source, name: str | None = None, depth: int | None = None, ascii: bool = False
 ) -> str:
@@ -158,4 +193,4 @@ def render(
     return walk(source).render(name=name, depth=depth, ascii=ascii)
 
 
-__all__ = ["ParamTree", "Source", "TieGroup", "render", "summary", "ties", "walk"]
+__all__ = ["ParamTree", "Source", "TieGroup", "render", "stats", "summary", "ties", "walk"]
