@@ -176,7 +176,19 @@ class Stats:
         return f"Stats(tensors={len(self.rows)}, numel={self.total.numel})"
 
 
-_COLUMN_TITLES = ("Name", "Numel", "Mean", "Std", "Min", "Max", "Absmax", "L2", "Zeros", "NaNs", "Infs")
+_COLUMN_TITLES = (
+    "Name",
+    "Numel",
+    "Mean",
+    "Std",
+    "Min",
+    "Max",
+    "Absmax",
+    "L2",
+    "Zeros",
+    "NaNs",
+    "Infs",
+)
 
 
 def _cells(row: TensorStats) -> list[str]:

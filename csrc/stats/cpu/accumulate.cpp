@@ -220,6 +220,9 @@ Moments accumulate_real(const StridedView& view, int64_t begin, int64_t end) {
   double count = static_cast<double>(moments.count);
   moments.sum = shift * count + shifted_sum;
   double m2 = shifted_squares - shifted_sum * shifted_sum / count;
+  if (std::isnan(m2) && moments.nans == 0 && moments.infs == 0) {
+    m2 = std::numeric_limits<double>::infinity();  // Inf - Inf from squares that overflowed
+  }
   moments.m2 = m2 < 0 ? 0.0 : m2;  // rounding can go below 0; NaN stays NaN
   moments.min = min;
   moments.max = max;

@@ -155,6 +155,9 @@ __global__ void __launch_bounds__(kThreads)
     const Accumulators& total = block[0];
     double count = static_cast<double>(segment.end - segment.begin);
     double m2 = total.shifted_squares - total.shifted_sum * total.shifted_sum / count;
+    if (isnan(m2) && total.nans == 0 && total.infs == 0) {
+      m2 = INFINITY;  // Inf - Inf from squares that overflowed
+    }
     double* out = partials + segment.partial * kPartialFields;
     out[0] = count;
     out[1] = shift * count + total.shifted_sum;
