@@ -8,10 +8,11 @@ walking the model again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin
 
 from torchwalk import _C
 from torchwalk.render import render_records
@@ -100,7 +101,13 @@ class ParamTree:
         """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all)."""
         return summarize(self._records, depth)
 
-    def stats(self, grads: bool = False, buffers: bool = False) -> Stats:
+    def stats(
+        self,
+        grads: bool = False,
+        buffers: bool = False,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Stats:
         """The value statistics (API.md §5), all tensors read in one pass.
 
         Args:
@@ -109,25 +116,20 @@ class ParamTree:
                 Default: ``False``.
             buffers (bool): add a row per buffer (of a tree walked with
                 buffers) after the parameters. Default: ``False``.
+            progress (callable, optional): called with the bytes read after
+                each batch of tensors (see :func:`torchwalk.stats.compute_stats`).
 
         Returns:
             Stats: a row per parameter object (named as ``named_parameters()``
             names it; lazy ones left out), then per buffer.
         """
-        named: list[tuple[str, torch.Tensor]] = [
-            (name, parameter)
-            for name, parameter in self.named_parameters()
-            if not isinstance(parameter, nn.parameter.UninitializedTensorMixin)
-        ]
+        named: list[tuple[str, torch.Tensor]] = list(self.named_parameters())
         if grads:
             named = [(name, p.grad) for name, p in named if p.grad is not None]
         elif buffers:
-            named += [
-                (name, buffer)
-                for name, buffer in self.named_buffers()
-                if not isinstance(buffer, nn.parameter.UninitializedTensorMixin)
-            ]
-        return compute_stats(named)
+            named += self.named_buffers()
+        lazy = UninitializedTensorMixin
+        return compute_stats([(n, t) for n, t in named if not isinstance(t, lazy)], progress)
 
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
         """The tree drawing (API.md §6), headed ``NAME (Type)`` or just ``Type``."""
