@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
 from torchwalk.render import render_records
