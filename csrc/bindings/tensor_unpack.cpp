@@ -1,6 +1,8 @@
 // The one file that sees torch's tensors (torch/csrc/autograd/python_variable.h
 // alone takes about 9 s to parse here): everything else reads TensorFacts.
 
+#include "bindings/tensor_unpack.h"
+
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -11,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "bindings/tensor_unpack.h"
 #include "storage/tensor_facts.h"
 
 namespace torchwalk {

@@ -5,7 +5,6 @@
 #include <ATen/ops/view_as_real.h>
 #include <ATen/ops/zeros_like.h>
 
-
 namespace torchwalk {
 
 at::Tensor aten_partials(const at::Tensor& tensor) {

@@ -236,16 +236,17 @@ template <typename Part>
 Moments accumulate_complex(const StridedView& view, int64_t begin, int64_t end) {
   Moments moments;
   moments.count = end - begin;
-  for_each_row<Part[2]>(view, begin, end, [&](const Part(*first)[2], int64_t count, int64_t stride) {
-    for (int64_t index = 0; index < count; ++index) {
-      double real = static_cast<double>(first[index * stride][0]);
-      double imaginary = static_cast<double>(first[index * stride][1]);
-      moments.sum_squares += real * real + imaginary * imaginary;
-      moments.zeros += real == 0 && imaginary == 0;
-      moments.nans += std::isnan(real) || std::isnan(imaginary);
-      moments.infs += std::isinf(real) || std::isinf(imaginary);
-    }
-  });
+  for_each_row<Part[2]>(view, begin, end,
+                        [&](const Part(*first)[2], int64_t count, int64_t stride) {
+                          for (int64_t index = 0; index < count; ++index) {
+                            double real = static_cast<double>(first[index * stride][0]);
+                            double imaginary = static_cast<double>(first[index * stride][1]);
+                            moments.sum_squares += real * real + imaginary * imaginary;
+                            moments.zeros += real == 0 && imaginary == 0;
+                            moments.nans += std::isnan(real) || std::isnan(imaginary);
+                            moments.infs += std::isinf(real) || std::isinf(imaginary);
+                          }
+                        });
   return moments;
 }
 

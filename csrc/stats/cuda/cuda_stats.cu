@@ -6,11 +6,12 @@
 // copies back once, after every device has been started. Blocks reduce in
 // shared memory in a fixed tree, so results do not vary from run to run.
 
-#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <cstring>
 #include <map>
@@ -85,6 +86,17 @@ __device__ __forceinline__ int64_t element_offset(const DeviceView& view, int64_
   return offset;
 }
 
+// An element as float64: built-in types directly (int64 keeps its value as
+// x.double() does), torch's half, bfloat16 and float8 types through float.
+template <typename Element>
+__device__ __forceinline__ double widen(Element element) {
+  if constexpr (std::is_arithmetic_v<Element>) {
+    return static_cast<double>(element);
+  } else {
+    return static_cast<double>(static_cast<float>(element));
+  }
+}
+
 // Same accumulators as one CPU lane (csrc/stats/cpu/accumulate.cpp).
 struct Accumulators {
   double shifted_sum;
@@ -105,20 +117,12 @@ __global__ void __launch_bounds__(kThreads)
   const DeviceView& view = views[segment.view];
   const auto* data = static_cast<const Element*>(view.data);
 
-  double first = static_cast<double>(static_cast<float>(data[element_offset(view, segment.begin)]));
-  if constexpr (std::is_same_v<Element, double>) {
-    first = data[element_offset(view, segment.begin)];
-  }
+  const double first = widen(data[element_offset(view, segment.begin)]);
   const double shift = isfinite(first) ? first : 0.0;
 
   Accumulators mine{0, 0, 0, INFINITY, -INFINITY, 0, 0, 0, 0};
   for (int64_t index = segment.begin + threadIdx.x; index < segment.end; index += kThreads) {
-    double value;
-    if constexpr (std::is_same_v<Element, double>) {
-      value = data[element_offset(view, index)];
-    } else {
-      value = static_cast<double>(static_cast<float>(data[element_offset(view, index)]));
-    }
+    const double value = widen(data[element_offset(view, index)]);
     double shifted = value - shift;
     mine.shifted_sum += shifted;
     mine.shifted_squares += shifted * shifted;
@@ -189,7 +193,7 @@ PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors) {
   TORCH_CHECK(!tensors.empty(), "torchwalk.stats: no tensors to launch");
   c10::Device device = tensors.front()->device();
   c10::cuda::CUDAGuard guard(device);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream(device.index()).stream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
 
   std::vector<int64_t> numels;
   for (const at::Tensor* tensor : tensors) {
@@ -208,8 +212,10 @@ PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors) {
   std::map<c10::ScalarType, Launch> launches;
   std::vector<DeviceView> views(tensors.size());
   for (size_t index = 0; index < tensors.size(); ++index) {
-    TORCH_CHECK(describe(*tensors[index], views[index]), "torchwalk.stats: a CUDA view with more "
-                "than ", kMaxDims, " non-contiguous dimensions is not supported");
+    TORCH_CHECK(describe(*tensors[index], views[index]),
+                "torchwalk.stats: a CUDA view with more "
+                "than ",
+                kMaxDims, " non-contiguous dimensions is not supported");
   }
   std::vector<int64_t> view_in_launch(tensors.size(), -1);
   for (size_t piece = 0; piece < plan.segments.size(); ++piece) {
@@ -232,14 +238,14 @@ PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors) {
     at::Tensor device_views = upload(launch.views, device);
     at::Tensor device_segments = upload(launch.segments, device);
     auto blocks = static_cast<unsigned int>(launch.segments.size());
-    AT_DISPATCH_V2(
-        dtype, "torchwalk_stats", AT_WRAP([&] {
-          stats_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-              reinterpret_cast<const DeviceView*>(device_views.const_data_ptr()),
-              reinterpret_cast<const DeviceSegment*>(device_segments.const_data_ptr()), partials);
-        }),
-        AT_EXPAND(AT_ALL_TYPES), at::kHalf, at::kBFloat16, at::kBool,
-        AT_EXPAND(AT_FLOAT8_TYPES), AT_EXPAND(AT_BAREBONES_UNSIGNED_TYPES));
+    AT_DISPATCH_V2(dtype, "torchwalk_stats", AT_WRAP([&] {
+                     stats_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+                         reinterpret_cast<const DeviceView*>(device_views.const_data_ptr()),
+                         reinterpret_cast<const DeviceSegment*>(device_segments.const_data_ptr()),
+                         partials);
+                   }),
+                   AT_EXPAND(AT_ALL_TYPES), at::kHalf, at::kBFloat16, at::kBool,
+                   AT_EXPAND(AT_FLOAT8_TYPES), AT_EXPAND(AT_BAREBONES_UNSIGNED_TYPES));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return pending;
