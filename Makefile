@@ -32,7 +32,7 @@ lint: $(STAMPS)/venv
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/clang-format --dry-run --Werror $(wildcard csrc/*/*.cpp csrc/*/*.h)
+	$(BIN)/clang-format --dry-run --Werror $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*/*.cpp csrc/*/*/*.h csrc/*/*/*.cu)
 
 $(STAMPS)/venv: requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

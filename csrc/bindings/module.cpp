@@ -16,6 +16,8 @@
 #include <string>
 #include <type_traits>
 
+#include "bindings/tensor_unpack.h"
+#include "stats/tensor_stats.h"
 #include "storage/tie_groups.h"
 #include "tree/tree_records.h"
 #include "walk/attribute_path.h"
@@ -304,6 +306,77 @@ void bind_tree_records(py::module_& m) {
       "Builds TreeRecords from dotted names and their tensors.");
 }
 
+// A TensorStats as Python sees it: (numel, kind, count, sum, m2,
+// sum_squares, min, max, absmax, zeros, nans, infs); see _C.pyi.
+constexpr const char* kStatsKindNames[] = {"values", "counts_and_l2", "numel_only"};
+
+py::tuple stats_to_python(const TensorStats& stats) {
+  const Moments& m = stats.moments;
+  return py::make_tuple(stats.numel, kStatsKindNames[static_cast<int>(stats.kind)], m.count, m.sum,
+                        m.m2, m.sum_squares, m.min, m.max, m.absmax, m.zeros, m.nans, m.infs);
+}
+
+TensorStats stats_from_python(py::handle row) {
+  auto fields = py::reinterpret_borrow<py::tuple>(row);
+  TensorStats stats;
+  stats.numel = fields[0].cast<int64_t>();
+  auto kind = fields[1].cast<std::string>();
+  for (int index = 0; index < 3; ++index) {
+    if (kind == kStatsKindNames[index]) {
+      stats.kind = static_cast<StatsKind>(index);
+    }
+  }
+  Moments& m = stats.moments;
+  m.count = fields[2].cast<int64_t>();
+  m.sum = fields[3].cast<double>();
+  m.m2 = fields[4].cast<double>();
+  m.sum_squares = fields[5].cast<double>();
+  m.min = fields[6].cast<double>();
+  m.max = fields[7].cast<double>();
+  m.absmax = fields[8].cast<double>();
+  m.zeros = fields[9].cast<int64_t>();
+  m.nans = fields[10].cast<int64_t>();
+  m.infs = fields[11].cast<int64_t>();
+  return stats;
+}
+
+StatsPath stats_path(const std::string& name) {
+  if (name == "kernels") {
+    return StatsPath::kernels;
+  }
+  if (name == "portable_cpu") {
+    return StatsPath::portable_cpu;
+  }
+  if (name == "aten") {
+    return StatsPath::aten;
+  }
+  throw py::value_error("path must be 'kernels', 'portable_cpu' or 'aten', got '" + name + "'");
+}
+
+void bind_stats(py::module_& m) {
+  m.def(
+      "tensor_stats",
+      [](py::list tensors, const std::string& path) {
+        py::list rows;
+        for (const TensorStats& stats : stats_of_tensor_list(tensors.ptr(), stats_path(path))) {
+          rows.append(stats_to_python(stats));
+        }
+        return rows;
+      },
+      py::arg("tensors"), py::arg("path") = "kernels",
+      "Statistics of each tensor in one pass, as raw rows (see _C.pyi).");
+  m.def(
+      "merge_stats",
+      [](py::list rows) {
+        std::vector<TensorStats> parsed;
+        for (py::handle row : rows) {
+          parsed.push_back(stats_from_python(row));
+        }
+        return stats_to_python(merge_stats(parsed));
+      },
+      "The raw row of several rows' tensors as if concatenated.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -325,6 +398,7 @@ PYBIND11_MODULE(_C, m) {
       "Tells the walkers which functions torchwalk.install() put on nn.Module, by attribute "
       "name (an empty dict: none).");
   bind_tree_records(m);
+  bind_stats(m);
 
   if (PyModule_AddFunctions(m.ptr(), fast_functions) != 0) {
     throw py::error_already_set();

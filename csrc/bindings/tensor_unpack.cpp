@@ -1,6 +1,8 @@
 // The one file that sees torch's tensors (torch/csrc/autograd/python_variable.h
 // alone takes about 9 s to parse here): everything else reads TensorFacts.
 
+#include "bindings/tensor_unpack.h"
+
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -8,7 +10,9 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <array>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "storage/tensor_facts.h"
 #include "walk/class_check.h"
@@ -124,6 +128,34 @@ PyObject* device_name(int16_t device_code) {
   auto index = static_cast<c10::DeviceIndex>(device_code % 256 - 1);
   std::string name = c10::Device(type, index).str();
   return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
+}
+
+std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path) {
+  std::vector<at::Tensor> unpacked;
+  Py_ssize_t count = PyList_GET_SIZE(tensors);
+  unpacked.reserve(static_cast<size_t>(count));
+  for (Py_ssize_t index = 0; index < count; ++index) {
+    PyObject* tensor = PyList_GET_ITEM(tensors, index);
+    if (!THPVariable_Check(tensor)) {
+      throw std::invalid_argument("torchwalk.stats: item " + std::to_string(index) + " is a " +
+                                  Py_TYPE(tensor)->tp_name + ", not a tensor");
+    }
+    unpacked.push_back(THPVariable_Unpack(tensor));  // owning: the list may change meanwhile
+    check_readable(unpacked.back(), static_cast<size_t>(index));
+  }
+  // The statistics touch no Python object: other threads run while they read.
+  PyThreadState* saved = PyEval_SaveThread();
+  try {
+    std::vector<TensorStats> stats = tensor_stats(unpacked, path);
+    PyEval_RestoreThread(saved);
+    return stats;
+  } catch (const c10::Error& error) {
+    PyEval_RestoreThread(saved);
+    throw std::invalid_argument(error.what_without_backtrace());
+  } catch (...) {
+    PyEval_RestoreThread(saved);
+    throw;
+  }
 }
 
 }  // namespace torchwalk

@@ -112,3 +112,19 @@ def walk_module(
 def walk_mapping(
     names: list[str], tensors: list[torch.Tensor], sharded_class: type | None = None
 ) -> TreeRecords: ...
+
+# --- Bulk value statistics (csrc/stats/). ------------------------------------
+#
+# A raw row: (numel, kind, count, sum, m2, sum_squares, min, max, absmax,
+# zeros, nans, infs), kind one of "values", "counts_and_l2" (complex),
+# "numel_only" (meta). count is the elements read (0 for empty and meta
+# tensors), m2 the sum of squared deviations from the mean; min, max and
+# absmax leave NaNs out (they are counted in nans).
+
+StatsRow = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
+
+# path: "kernels" (the CPU and CUDA kernels, ATen on other devices),
+# "portable_cpu" (the CPU kernel's build for any x86-64) or "aten" (ATen
+# reductions for every tensor): the last two are for tests.
+def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> list[StatsRow]: ...
+def merge_stats(rows: list[StatsRow], /) -> StatsRow: ...  # as if concatenated

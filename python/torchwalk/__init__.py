@@ -32,15 +32,18 @@ from torchwalk.dropin import (  # noqa: E402
     state_dict,
 )
 from torchwalk.install import install, installed, uninstall  # noqa: E402
+from torchwalk.stats import Stats, TensorStats  # noqa: E402
 from torchwalk.summary import Summary, SummaryRow  # noqa: E402
-from torchwalk.tree import ParamTree, TieGroup, render, summary, ties, walk  # noqa: E402
+from torchwalk.tree import ParamTree, TieGroup, render, stats, summary, ties, walk  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ParamTree",
+    "Stats",
     "Summary",
     "SummaryRow",
+    "TensorStats",
     "TieGroup",
     "buffers",
     "children",
@@ -57,6 +60,7 @@ __all__ = [
     "parameters",
     "render",
     "state_dict",
+    "stats",
     "summary",
     "ties",
     "uninstall",

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import torch
+
 import torchwalk as tw
 from torchwalk import bench, sources, zoo
 from torchwalk.summary import human_bytes
@@ -88,10 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    # In the order of API.md §7. `stats` goes after `tree`; unlike the others it
-    # reads tensor data, so it will load its source on the CPU, not on meta.
+    # In the order of API.md §7. Unlike the others, `stats` reads tensor data,
+    # so it loads its source on the CPU, not on meta.
     _add_summary(commands)
     _add_tree(commands)
+    _add_stats(commands)
     _add_ties(commands)
     _add_bench(commands)
     return parser
@@ -149,6 +152,67 @@ def _tree(arguments: argparse.Namespace) -> int:
         name=arguments.name, depth=arguments.depth, ascii=arguments.ascii
     )
     print(json.dumps({"text": drawing}) if arguments.json else drawing)
+    return 0
+
+
+def _add_stats(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
+    """Set up ``torchwalk stats [SOURCE] [--device D] [--buffers] [--json]``."""
+    parser = commands.add_parser(
+        "stats",
+        help="value statistics of every parameter, in one pass over the data",
+        description=(
+            "Mean, std, min, max, absmax, L2 norm and the zero, NaN and Inf counts of "
+            "every parameter (and buffer), read in one pass; anomalies are flagged."
+        ),
+    )
+    _add_source_argument(parser)
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="where built models are materialised (default: cpu; checkpoints stay on the CPU)",
+    )
+    parser.add_argument("--buffers", action="store_true", help="add a row per buffer")
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    parser.set_defaults(run=_stats, prog=parser.prog)
+
+
+PROGRESS_MIN_BYTES = 2 * 1024**3
+"""Sources at least this large show a progress bar (when stderr is a terminal)."""
+
+
+def _device(text: str) -> str:
+    """Parse ``--device``: a name ``torch.device`` accepts."""
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a device: {text!r}") from None
+    return text
+
+
+def _stats(arguments: argparse.Namespace) -> int:
+    """Run ``torchwalk stats``: print the table (or JSON) of the statistics.
+
+    A progress bar goes to stderr when there is much to read and stderr is a
+    terminal (and tqdm is installed).
+    """
+    tree = _walk(arguments, device=arguments.device)
+    totals = tree.summary(depth=0).totals
+    nbytes = totals.bytes + (totals.buffer_bytes if arguments.buffers else 0)
+    bar = None
+    if nbytes >= PROGRESS_MIN_BYTES and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            bar = tqdm(total=nbytes, unit="B", unit_scale=True, desc="stats", file=sys.stderr)
+    try:
+        result = tree.stats(buffers=arguments.buffers, progress=bar and bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(result.to_json() if arguments.json else result)
     return 0
 
 
@@ -217,15 +281,15 @@ def _depth(text: str) -> int:
     return depth
 
 
-def _walk(arguments: argparse.Namespace) -> tw.ParamTree:
-    """Load ``arguments.source`` on the meta device and walk it once: the ``ParamTree``.
+def _walk(arguments: argparse.Namespace, device: str = "meta") -> tw.ParamTree:
+    """Load ``arguments.source`` (built models on ``device``) and walk it once: the ``ParamTree``.
 
     Notes on stderr which checkpoint entries were left out. A source that
     cannot be loaded, or whose walk rejects it, raises :class:`UsageError`.
     """
     _make_cwd_importable()
     try:
-        source = sources.load_source(arguments.source, device="meta")
+        source = sources.load_source(arguments.source, device=device)
     except sources.SourceError as error:
         raise UsageError(f"{arguments.prog}: error: {error}") from error
     if isinstance(source, sources.Checkpoint) and source.skipped:

@@ -9,13 +9,15 @@ walking the model again.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
 from torchwalk.render import render_records
+from torchwalk.stats import Stats, compute_stats
 from torchwalk.summary import Summary, TieGroup, summarize
 
 Source = nn.Module | Mapping[str, torch.Tensor]
@@ -100,6 +102,36 @@ class ParamTree:
         """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all)."""
         return summarize(self._records, depth)
 
+    def stats(
+        self,
+        grads: bool = False,
+        buffers: bool = False,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> Stats:
+        """The value statistics (API.md §5), all tensors read in one pass.
+
+        Args:
+            grads (bool): describe each parameter's ``.grad`` under the
+                parameter's name instead (parameters without one get no row).
+                Default: ``False``.
+            buffers (bool): add a row per buffer (of a tree walked with
+                buffers) after the parameters. Default: ``False``.
+            progress (callable, optional): called with the bytes read after
+                each batch of tensors (see :func:`torchwalk.stats.compute_stats`).
+
+        Returns:
+            Stats: a row per parameter object (named as ``named_parameters()``
+            names it; lazy ones left out), then per buffer.
+        """
+        named: list[tuple[str, torch.Tensor]] = list(self.named_parameters())
+        if grads:
+            named = [(name, p.grad) for name, p in named if p.grad is not None]
+        elif buffers:
+            named += self.named_buffers()
+        lazy = UninitializedTensorMixin
+        return compute_stats([(n, t) for n, t in named if not isinstance(t, lazy)], progress)
+
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
         """The tree drawing (API.md §6), headed ``NAME (Type)`` or just ``Type``."""
         return render_records(self._records, name=name, depth=depth, ascii=ascii)
@@ -167,6 +199,11 @@ def summary(source: Source, depth: int | None = None) -> Summary:
     return walk(source).summary(depth)
 
 
+def stats(source: Source, grads: bool = False) -> Stats:
+    """``walk(source, buffers=False).stats(grads)``."""
+    return walk(source, buffers=False).stats(grads=grads)
+
+
 def render(
     source: Source, name: str | None = None, depth: int | None = None, ascii: bool = False
 ) -> str:
@@ -174,4 +211,4 @@ def render(
     return walk(source).render(name=name, depth=depth, ascii=ascii)
 
 
-__all__ = ["ParamTree", "Source", "TieGroup", "render", "summary", "ties", "walk"]
+__all__ = ["ParamTree", "Source", "TieGroup", "render", "stats", "summary", "ties", "walk"]

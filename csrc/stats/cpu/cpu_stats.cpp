@@ -1,0 +1,177 @@
+#include "stats/cpu/cpu_stats.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Float8_e4m3fn.h>
+#include <c10/util/Float8_e4m3fnuz.h>
+#include <c10/util/Float8_e5m2.h>
+#include <c10/util/Float8_e5m2fnuz.h>
+#include <c10/util/Float8_e8m0fnu.h>
+
+#include <algorithm>
+#include <array>
+#include <numeric>
+
+#include "stats/cpu/strided_view.h"
+#include "stats/segments.h"
+
+namespace torchwalk::cpu {
+namespace {
+
+// Chunks of at least 64 Ki elements (a few hundred kB: each thread's start-up
+// cost is paid back), and at most 16 Ki of them, so that the plan stays small.
+constexpr int64_t kMinChunkElements = int64_t{1} << 16;
+constexpr int64_t kMaxChunks = int64_t{1} << 14;
+
+// The 256 values of a one-byte float type, decoded by c10 itself.
+template <typename ByteFloatType>
+const float* byte_float_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> values{};
+    for (int bits = 0; bits < 256; ++bits) {
+      values[static_cast<size_t>(bits)] =
+          static_cast<float>(ByteFloatType(static_cast<uint8_t>(bits), ByteFloatType::from_bits()));
+    }
+    return values;
+  }();
+  return table.data();
+}
+
+ElementType element_type(c10::ScalarType dtype, const float** table) {
+  switch (dtype) {
+    case c10::kDouble:
+      return ElementType::float64;
+    case c10::kFloat:
+      return ElementType::float32;
+    case c10::kHalf:
+      return ElementType::float16;
+    case c10::kBFloat16:
+      return ElementType::bfloat16;
+    case c10::kFloat8_e4m3fn:
+      *table = byte_float_table<c10::Float8_e4m3fn>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e4m3fnuz:
+      *table = byte_float_table<c10::Float8_e4m3fnuz>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e5m2:
+      *table = byte_float_table<c10::Float8_e5m2>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e5m2fnuz:
+      *table = byte_float_table<c10::Float8_e5m2fnuz>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e8m0fnu:
+      *table = byte_float_table<c10::Float8_e8m0fnu>();
+      return ElementType::byte_float;
+    case c10::kChar:
+      return ElementType::int8;
+    case c10::kByte:
+      return ElementType::uint8;
+    case c10::kShort:
+      return ElementType::int16;
+    case c10::kUInt16:
+      return ElementType::uint16;
+    case c10::kInt:
+      return ElementType::int32;
+    case c10::kUInt32:
+      return ElementType::uint32;
+    case c10::kLong:
+      return ElementType::int64;
+    case c10::kUInt64:
+      return ElementType::uint64;
+    case c10::kBool:
+      return ElementType::boolean;
+    case c10::kComplexHalf:
+      return ElementType::complex32;
+    case c10::kComplexFloat:
+      return ElementType::complex64;
+    case c10::kComplexDouble:
+      return ElementType::complex128;
+    default:
+      TORCH_CHECK(false, "torchwalk.stats: unsupported dtype ", dtype);
+  }
+}
+
+// A tensor's dimensions as the kernel reads them: size-1 dimensions dropped,
+// the rest ordered by decreasing stride (statistics do not depend on the
+// order, memory traffic does), and neighbours that are contiguous with each
+// other merged into one.
+struct Layout {
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> strides;
+};
+
+Layout layout_of(const at::Tensor& tensor) {
+  std::vector<int64_t> dims;
+  for (int64_t dim = 0; dim < tensor.dim(); ++dim) {
+    if (tensor.size(dim) != 1) {
+      dims.push_back(dim);
+    }
+  }
+  std::stable_sort(dims.begin(), dims.end(),
+                   [&](int64_t a, int64_t b) { return tensor.stride(a) > tensor.stride(b); });
+  Layout layout;
+  for (int64_t dim : dims) {
+    int64_t size = tensor.size(dim);
+    int64_t stride = tensor.stride(dim);
+    if (!layout.sizes.empty() && layout.strides.back() == stride * size) {
+      layout.sizes.back() *= size;
+      layout.strides.back() = stride;
+    } else {
+      layout.sizes.push_back(size);
+      layout.strides.push_back(stride);
+    }
+  }
+  if (layout.sizes.empty()) {  // a 0-dim tensor, or all sizes 1
+    layout.sizes.push_back(1);
+    layout.strides.push_back(1);
+  }
+  return layout;
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+}
+
+}  // namespace
+
+std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, bool portable) {
+  std::vector<Layout> layouts;
+  std::vector<StridedView> views;
+  std::vector<int64_t> numels;
+  layouts.reserve(tensors.size());
+  for (const at::Tensor* tensor : tensors) {
+    layouts.push_back(layout_of(*tensor));
+    StridedView view;
+    view.data = static_cast<const char*>(tensor->const_data_ptr());
+    view.type = element_type(tensor->scalar_type(), &view.byte_float_table);
+    view.element_size = static_cast<int64_t>(tensor->element_size());
+    view.dims = static_cast<int64_t>(layouts.back().sizes.size());
+    view.sizes = layouts.back().sizes.data();
+    view.strides = layouts.back().strides.data();
+    views.push_back(view);
+    numels.push_back(tensor->numel());
+  }
+
+  SegmentPlan plan = plan_segments(numels, kMinChunkElements, kMaxChunks);
+  auto accumulate = portable || !cpu_has_avx2() ? accumulate_portable : accumulate_avx2;
+  std::vector<Moments> segment_moments(plan.segments.size());
+  at::parallel_for(0, plan.chunk_count(), 1, [&](int64_t first_chunk, int64_t end_chunk) {
+    for (int64_t segment = plan.chunk_starts[static_cast<size_t>(first_chunk)];
+         segment < plan.chunk_starts[static_cast<size_t>(end_chunk)]; ++segment) {
+      const Segment& piece = plan.segments[static_cast<size_t>(segment)];
+      segment_moments[static_cast<size_t>(segment)] =
+          accumulate(views[static_cast<size_t>(piece.tensor)], piece.begin, piece.end);
+    }
+  });
+
+  // In segment order, whatever thread computed which: the same sums every time.
+  std::vector<Moments> moments(tensors.size());
+  for (size_t segment = 0; segment < plan.segments.size(); ++segment) {
+    moments[static_cast<size_t>(plan.segments[segment].tensor)].merge(segment_moments[segment]);
+  }
+  return moments;
+}
+
+}  // namespace torchwalk::cpu

@@ -1,0 +1,24 @@
+#pragma once
+
+// The CUDA kernel (built only against a CUDA torch): all tensors of one
+// device in one launch per dtype, results left on the device until the
+// caller copies them back, once per device, after everything is launched.
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "stats/segments.h"
+
+namespace torchwalk::cuda {
+
+struct PendingStats {
+  at::Tensor partials;            // [segments, kPartialFields] float64, on the device
+  std::vector<Segment> segments;  // `tensor` indexes the tensors launched
+};
+
+// Launches the statistics of `tensors` (real or bool, all on one CUDA device,
+// each with at least one element) on the device's current stream.
+PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors);
+
+}  // namespace torchwalk::cuda

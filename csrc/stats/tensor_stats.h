@@ -1,0 +1,68 @@
+#pragma once
+
+// Bulk value statistics (API.md §5): every figure of every tensor in one pass
+// over memory. A plain header: callers need no ATen or CUDA headers.
+//
+// The CPU kernel (cpu/) and the CUDA kernel (cuda/, built only against a CUDA
+// torch) both produce Moments for fixed pieces of the tensors (see
+// segments.h), which are then merged in a fixed order: the result does not
+// depend on the number of threads.
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace at {
+class Tensor;
+}
+
+namespace torchwalk {
+
+// What a run of elements sums up to, in float64. Two runs merge exactly as
+// if their elements had been read in one run.
+struct Moments {
+  int64_t count = 0;
+  double sum = 0;
+  double m2 = 0;  // the sum of squared deviations from the mean
+  double sum_squares = 0;
+  // NaN-free extremes: a run's NaNs are counted in `nans`, and the finished
+  // figures are NaN whenever that count is not zero, as torch's are.
+  double min = 0;
+  double max = 0;
+  double absmax = 0;
+  int64_t zeros = 0;
+  int64_t nans = 0;
+  int64_t infs = 0;
+
+  // Adds `other`'s elements to these (Chan et al.'s pairwise update for m2).
+  void merge(const Moments& other);
+};
+
+// Which figures a tensor has: all; counts and l2 (complex); numel alone (meta).
+enum class StatsKind : uint8_t { values, counts_and_l2, numel_only };
+
+struct TensorStats {
+  int64_t numel = 0;
+  StatsKind kind = StatsKind::values;
+  Moments moments;
+};
+
+// Which code reads the tensors: the kernels (the fastest the machine and the
+// build offer), the CPU kernel's portable build, or ATen reductions alone (as
+// tensors on devices without a kernel are read). The last two are for tests.
+enum class StatsPath : uint8_t { kernels, portable_cpu, aten };
+
+// Raises std::invalid_argument for a tensor that tensor_stats cannot read:
+// not strided (sparse, nested), or without storage. Not a c10::Error: raising
+// one (TORCH_CHECK) from here crashed the process under a CUDA build of torch
+// (2.11, on an H200), cause not found.
+void check_readable(const at::Tensor& tensor, std::size_t row);
+
+// The statistics of each tensor, in order, each checked by check_readable
+// first. Call without the GIL: nothing here touches Python.
+std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path);
+
+// The statistics of all of `rows` as if their tensors were concatenated.
+TensorStats merge_stats(const std::vector<TensorStats>& rows);
+
+}  // namespace torchwalk

@@ -1,0 +1,243 @@
+"""Bulk value statistics of parameters, gradients and buffers (API.md §5).
+
+:func:`compute_stats` hands all the tensors to the C++ kernels at once
+(``_C.tensor_stats``): one pass over each tensor's memory, every figure at
+once, in parallel across and within tensors, with no copies. What comes back
+per tensor are mergeable moments (count, sum, sum of squared deviations, ...),
+from which :class:`TensorStats` takes its figures, and which merge into the
+total and the per-module roll-ups exactly as if the tensors were concatenated.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from torchwalk import _C
+
+RawStats = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
+"""What ``_C.tensor_stats`` gives per tensor: (numel, kind, count, sum, m2,
+sum_squares, min, max, absmax, zeros, nans, infs); see ``_C.pyi``."""
+
+BATCH_BYTES = 256 * 1024**2
+"""With a progress callback, tensors are read in batches of about this many bytes."""
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """The value statistics of one tensor (or of several, as if concatenated).
+
+    Each figure equals the float64 torch reduction of the same tensor
+    (``x.double().mean()``, ``x.double().std()``, ``torch.linalg.vector_norm``,
+    ``(x == 0).sum()``, ...), NaN and Inf propagating as in torch. Value
+    fields are None where torch has no answer: every one but ``numel`` for
+    meta tensors; all but the counts and ``l2`` for complex tensors; all for
+    empty ones.
+
+    Attributes:
+        name (str): the parameter's (or buffer's) name; ``"total"`` for the total.
+        numel (int): the number of elements.
+        mean, std, min, max, absmax, l2 (float or None): ``std`` uses
+            ``correction=1`` (NaN for one element, as torch gives it).
+        zeros, nans, infs (int or None): elements equal to 0 (-0.0 too), NaN, ±Inf.
+    """
+
+    name: str
+    numel: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    absmax: float | None
+    l2: float | None
+    zeros: int | None
+    nans: int | None
+    infs: int | None
+
+    @property
+    def anomaly(self) -> str | None:
+        """Why the tensor looks broken: ``"NaN"``, ``"Inf"``, ``"all zero"``, or None."""
+        if self.nans:
+            return "NaN"
+        if self.infs:
+            return "Inf"
+        if self.numel > 0 and self.zeros == self.numel:
+            return "all zero"
+        return None
+
+
+def _from_raw(name: str, raw: RawStats) -> TensorStats:
+    """The figures of a raw row from the kernels."""
+    numel, kind, count, total, m2, sum_squares, low, high, absmax, zeros, nans, infs = raw
+    if kind == "numel_only" or count == 0:
+        return TensorStats(name, numel, None, None, None, None, None, None, None, None, None)
+    l2 = math.sqrt(sum_squares)
+    if kind == "counts_and_l2":
+        return TensorStats(name, numel, None, None, None, None, None, l2, zeros, nans, infs)
+    # The kernels keep NaN-free extremes and count the NaNs; torch's are NaN then.
+    extremes = (math.nan,) * 3 if nans else (low, high, absmax)
+    std = math.sqrt(m2 / (count - 1)) if count > 1 else math.nan
+    return TensorStats(name, numel, total / count, std, *extremes, l2, zeros, nans, infs)
+
+
+def _module_path(name: str, depth: int) -> str | None:
+    """The path of the module ``depth`` deep that holds ``name``; None if it is held higher up."""
+    modules = name.split(".")[:-1]
+    return ".".join(modules[:depth]) if len(modules) >= depth else None
+
+
+class Stats:
+    """The value statistics of a model's tensors: :attr:`rows` and their :attr:`total`.
+
+    ``str(stats)`` is an aligned table that flags anomalies; :meth:`to_dict`,
+    :meth:`to_json` and :meth:`_repr_html_` give the same for programs and
+    notebooks.
+    """
+
+    def __init__(self, names: Sequence[str], raw_rows: Sequence[RawStats]) -> None:
+        self._raw_rows = list(raw_rows)
+        self.rows: list[TensorStats] = [
+            _from_raw(name, raw) for name, raw in zip(names, self._raw_rows, strict=True)
+        ]
+        """One :class:`TensorStats` per tensor, in order."""
+        self.total: TensorStats = _from_raw("total", _C.merge_stats(self._raw_rows))
+        """All rows as if their tensors were concatenated; ``total.l2`` is
+        ``torch.nn.utils.get_total_norm`` of the tensors."""
+
+    def by_module(self, depth: int) -> list[TensorStats]:
+        """One row per module path ``depth`` deep (the root is 0), over the tensors below it.
+
+        Rows come in the order of their first tensor; tensors held higher
+        than ``depth`` are in none of them.
+        """
+        if depth < 0:
+            raise ValueError(f"depth must be 0 or more, got {depth}")
+        raw_by_path: dict[str, list[RawStats]] = {}
+        for row, raw in zip(self.rows, self._raw_rows, strict=True):
+            path = _module_path(row.name, depth)
+            if path is not None:
+                raw_by_path.setdefault(path, []).append(raw)
+        return [_from_raw(path, _C.merge_stats(raws)) for path, raws in raw_by_path.items()]
+
+    def anomalies(self) -> list[TensorStats]:
+        """The rows with a NaN, an Inf, or nothing but zeros."""
+        return [row for row in self.rows if row.anomaly is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"tensors": [...], "total": {...}}``, with the fields of :class:`TensorStats`.
+
+        NaN and Inf figures stay floats (``json`` writes them as ``NaN`` and
+        ``Infinity``, as JavaScript reads them).
+        """
+        return {"tensors": [asdict(row) for row in self.rows], "total": asdict(self.total)}
+
+    def to_json(self, indent: int | None = None) -> str:
+        """The JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        lines = [_cells(row) for row in [*self.rows, self.total]]
+        header = [*_COLUMN_TITLES, "Anomaly"]
+        widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+
+        def aligned(cells: list[str]) -> str:
+            # Names and anomalies align left, figures right.
+            return "  ".join(
+                cell.ljust(width) if column in (0, len(header) - 1) else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        body = [aligned(line) for line in lines]
+        rule = "-" * max(len(line) for line in [aligned(header), *body])
+        anomalies = len(self.anomalies())
+        note = f"{anomalies} of {len(self.rows)} tensors flagged" if anomalies else "no anomalies"
+        return "\n".join([aligned(header), rule, *body[:-1], rule, body[-1], note])
+
+    def _repr_html_(self) -> str:
+        header = [*_COLUMN_TITLES, "Anomaly"]
+        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+        rows = []
+        for row in [*self.rows, self.total]:
+            style = ' style="background:#fdd"' if row.anomaly else ""
+            cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in _cells(row))
+            rows.append(f"<tr{style}>{cells}</tr>")
+        return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+    def __repr__(self) -> str:
+        return f"Stats(tensors={len(self.rows)}, numel={self.total.numel})"
+
+
+_COLUMN_TITLES = (
+    "Name",
+    "Numel",
+    "Mean",
+    "Std",
+    "Min",
+    "Max",
+    "Absmax",
+    "L2",
+    "Zeros",
+    "NaNs",
+    "Infs",
+)
+
+
+def _cells(row: TensorStats) -> list[str]:
+    """The text cells of a row: figures to 4 significant digits, ``-`` for None."""
+
+    def text(value: float | int | None) -> str:
+        if value is None:
+            return "-"
+        return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+    figures = [getattr(row, field.name) for field in fields(TensorStats)[1:]]
+    return [row.name, *(text(value) for value in figures), row.anomaly or ""]
+
+
+def compute_stats(
+    named_tensors: Sequence[tuple[str, torch.Tensor]],
+    progress: Callable[[int], None] | None = None,
+) -> Stats:
+    """The :class:`Stats` of named tensors, one row each, in order.
+
+    Args:
+        named_tensors (sequence of (str, Tensor)): the rows' names and tensors.
+            Tensors may be on any devices (the CPU and CUDA have kernels; other
+            devices use ATen reductions there), of any real, complex or bool
+            dtype, strided views included (read in place).
+        progress (callable, optional): called with the bytes read after each
+            batch; the tensors are then read in batches of about
+            :data:`BATCH_BYTES` instead of all at once.
+
+    Raises:
+        ValueError: for a tensor the kernels cannot read (sparse, nested, or a
+            wrapper subclass without storage).
+    """
+    names = [name for name, _ in named_tensors]
+    tensors = [tensor for _, tensor in named_tensors]
+    if progress is None:
+        return Stats(names, _C.tensor_stats(tensors))
+    raw_rows: list[RawStats] = []
+    batch: list[torch.Tensor] = []
+    batch_bytes = 0
+    for tensor in [*tensors, None]:
+        if tensor is not None:
+            batch.append(tensor)
+            batch_bytes += tensor.numel() * tensor.element_size()
+        if batch and (tensor is None or batch_bytes >= BATCH_BYTES):
+            raw_rows.extend(_C.tensor_stats(batch))
+            progress(batch_bytes)
+            batch, batch_bytes = [], 0
+    return Stats(names, raw_rows)
+
+
+__all__ = ["Stats", "TensorStats", "compute_stats"]
