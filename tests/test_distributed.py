@@ -1,4 +1,4 @@
-"""Sharded models (API.md §4, issue 6): summaries and ties over DTensor parameters.
+"""Sharded models (issue 6): summaries, ties and statistics over DTensor parameters.
 
 Real process groups: 2 and 4 ranks on this machine, gloo over loopback,
 spawned from a child interpreter with a timeout (so a hang fails the test).
@@ -9,6 +9,7 @@ reports with the unsharded model in the same process.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -37,6 +38,12 @@ class TiedModel(nn.Module):
         self.norm = nn.LayerNorm(16)
         self.head = nn.Linear(16, 37, bias=False)
         self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(tokens)
+        for block in self.blocks:
+            hidden = hidden + block(hidden)
+        return self.head(self.norm(hidden))  # type: ignore[no-any-return]
 
 
 def build_tied_model() -> TiedModel:
@@ -104,6 +111,67 @@ def check_hand_placed() -> None:
     _assert_same_on_every_rank([row.params for row in tw.summary(sharded).rows])
 
 
+def check_stats_fully_sharded() -> None:
+    """Stats of FSDP2 parameters and gradients equal the unsharded model's, on every rank."""
+    from torch.distributed.fsdp import fully_shard
+
+    tokens = torch.arange(12).reshape(3, 4) % 37
+    reference = build_tied_model()
+    _train_step(reference, tokens)
+    model = build_tied_model()
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    _train_step(model, tokens)
+    for grads in (False, True):
+        ours = tw.stats(model, grads=grads)
+        _assert_same_stats(ours, tw.stats(reference, grads=grads))
+        _assert_same_on_every_rank(ours.to_json())  # text: NaN equals NaN
+
+
+def check_stats_hand_placed() -> None:
+    """Shard(0), Shard(1) and Replicate() DTensors: global figures, replicas counted once."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    torch.manual_seed(2)
+    values = {
+        "rows": torch.randn(10, 6) * 3 + 1,
+        "columns": torch.randn(6, 10).masked_fill(torch.rand(6, 10) < 0.2, 0.0),
+        "everywhere": torch.tensor([1.0, -2.0, float("inf"), 4.0, 0.0]),
+    }
+    placements = {"rows": Shard(0), "columns": Shard(1), "everywhere": Replicate()}
+    plain = nn.ParameterDict({name: nn.Parameter(value) for name, value in values.items()})
+    sharded = nn.ParameterDict(
+        {
+            name: nn.Parameter(distribute_tensor(value, mesh, [placements[name]]))
+            for name, value in values.items()
+        }
+    )
+    ours = tw.stats(sharded)
+    _assert_same_stats(ours, tw.stats(plain))
+    _assert_same_on_every_rank(ours.to_json())  # text: NaN equals NaN
+
+
+def _train_step(model: TiedModel, tokens: torch.Tensor) -> None:
+    model(tokens).square().mean().backward()
+
+
+def _assert_same_stats(ours: tw.Stats, expected: tw.Stats) -> None:
+    assert [row.name for row in ours.rows] == [row.name for row in expected.rows]
+    pairs = zip([*ours.rows, ours.total], [*expected.rows, expected.total], strict=True)
+    for mine, theirs in pairs:
+        for field, value in vars(mine).items():
+            other = vars(theirs)[field]
+            if isinstance(value, float) and isinstance(other, float):
+                assert math.isclose(value, other, rel_tol=1e-6, abs_tol=1e-9) or (
+                    math.isnan(value) and math.isnan(other)
+                ), (mine.name, field, value, other)
+            else:
+                assert value == other, (mine.name, field, value, other)
+
+
 def _gathered(value: int) -> list[int]:
     values: list[int] = [0] * dist.get_world_size()
     dist.all_gather_object(values, value)
@@ -166,3 +234,13 @@ def test_fully_sharded_model(world: int) -> None:
 @pytest.mark.parametrize("world", [2, 4])
 def test_hand_placed_dtensors(world: int) -> None:
     run_ranks(world, check_hand_placed)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_stats_of_a_fully_sharded_model(world: int) -> None:
+    run_ranks(world, check_stats_fully_sharded)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_stats_of_hand_placed_dtensors(world: int) -> None:
+    run_ranks(world, check_stats_hand_placed)

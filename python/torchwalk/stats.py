@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from torchwalk import _C
+from torchwalk.sharded import local_parts, merge_across_ranks
 
 RawStats = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
 """What ``_C.tensor_stats`` gives per tensor: (numel, kind, count, sum, m2,
@@ -218,25 +219,35 @@ def compute_stats(
             batch; the tensors are then read in batches of about
             :data:`BATCH_BYTES` instead of all at once.
 
+    Sharded tensors (DTensor) get the figures of the global tensor on every
+    rank: each rank reads its local shard, and the partial results are merged
+    with collectives over the tensor's device mesh, which every rank of the
+    mesh must therefore call (see :mod:`torchwalk.sharded`).
+
     Raises:
         ValueError: for a tensor the kernels cannot read (sparse, nested, or a
             wrapper subclass without storage).
     """
     names = [name for name, _ in named_tensors]
     tensors = [tensor for _, tensor in named_tensors]
+    # Sharded tensors are read where they lie (each rank its shard), then merged.
+    parts, sharded = local_parts(tensors)
     if progress is None:
-        return Stats(names, _C.tensor_stats(tensors))
-    raw_rows: list[RawStats] = []
-    batch: list[torch.Tensor] = []
-    batch_bytes = 0
-    for tensor in [*tensors, None]:
-        if tensor is not None:
-            batch.append(tensor)
-            batch_bytes += tensor.numel() * tensor.element_size()
-        if batch and (tensor is None or batch_bytes >= BATCH_BYTES):
-            raw_rows.extend(_C.tensor_stats(batch))
-            progress(batch_bytes)
-            batch, batch_bytes = [], 0
+        raw_rows: list[RawStats] = _C.tensor_stats(parts)
+    else:
+        raw_rows = []
+        batch: list[torch.Tensor] = []
+        batch_bytes = 0
+        for tensor in [*parts, None]:
+            if tensor is not None:
+                batch.append(tensor)
+                batch_bytes += tensor.numel() * tensor.element_size()
+            if batch and (tensor is None or batch_bytes >= BATCH_BYTES):
+                raw_rows.extend(_C.tensor_stats(batch))
+                progress(batch_bytes)
+                batch, batch_bytes = [], 0
+    if sharded:
+        raw_rows = merge_across_ranks(tensors, raw_rows, sharded)
     return Stats(names, raw_rows)
 
 

@@ -8,7 +8,6 @@ walking the model again.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 
 import torch
@@ -17,6 +16,7 @@ from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-def
 
 from torchwalk import _C
 from torchwalk.render import render_records
+from torchwalk.sharded import sharded_tensor_class
 from torchwalk.stats import Stats, compute_stats
 from torchwalk.summary import Summary, TieGroup, summarize
 
@@ -146,15 +146,6 @@ class ParamTree:
         )
 
 
-def _sharded_tensor_class() -> type | None:
-    """DTensor if ``torch.distributed.tensor`` is loaded (no DTensor can exist otherwise).
-
-    Looked up, not imported: importing torch.distributed costs every user.
-    """
-    module = sys.modules.get("torch.distributed.tensor")
-    return getattr(module, "DTensor", None)
-
-
 def walk(source: Source, *, buffers: bool = True) -> ParamTree:
     """Walk a module tree once and keep a :class:`ParamTree` snapshot of it.
 
@@ -178,7 +169,7 @@ def walk(source: Source, *, buffers: bool = True) -> ParamTree:
     storage, and the totals add what the calling rank holds
     (``local_params``, ``local_bytes``).
     """
-    sharded_class = _sharded_tensor_class()
+    sharded_class = sharded_tensor_class()
     if isinstance(source, nn.Module):
         return ParamTree(_C.walk_module(source, buffers, sharded_class))
     if isinstance(source, Mapping):
