@@ -244,3 +244,26 @@ def test_stats_of_a_fully_sharded_model(world: int) -> None:
 @pytest.mark.parametrize("world", [2, 4])
 def test_stats_of_hand_placed_dtensors(world: int) -> None:
     run_ranks(world, check_stats_hand_placed)
+
+
+def test_the_torchrun_example_runs() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "sharded_summary.py"
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(example),
+        ],
+        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "global gradient norm:" in completed.stdout
+    assert "parameters held per rank:" in completed.stdout
