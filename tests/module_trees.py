@@ -240,9 +240,14 @@ def module_trees(draw: Any, max_depth: int = 5, max_modules: int = 20) -> nn.Mod
 def run_isolated(check: Callable[[], None], timeout: float = 120) -> None:
     """Run `check`, a function of a test file, in a child interpreter, so that a
     crash or a hang fails the calling test instead of killing the run."""
-    tests = Path(__file__).resolve().parent
     module = check.__module__.rpartition(".")[2]
-    code = f"import {module} as tests; tests.{check.__name__}()"
+    run_child(f"import {module} as tests; tests.{check.__name__}()", check.__name__, timeout)
+
+
+def run_child(code: str, what: str, timeout: float) -> None:
+    """Run Python `code` in a child interpreter started in tests/ (importable
+    from there); fail the calling test if it fails, crashes or hangs."""
+    tests = Path(__file__).resolve().parent
     path = os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))
     try:
         child = subprocess.run(
@@ -254,13 +259,12 @@ def run_isolated(check: Callable[[], None], timeout: float = 120) -> None:
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{check.__name__} did not finish within {timeout} s (a hang?)")
+        pytest.fail(f"{what} did not finish within {timeout} s (a hang?)")
     if child.returncode < 0:
         pytest.fail(
-            f"{check.__name__} crashed with {signal.Signals(-child.returncode).name}\n"
-            f"{child.stderr[-4000:]}"
+            f"{what} crashed with {signal.Signals(-child.returncode).name}\n{child.stderr[-4000:]}"
         )
-    assert child.returncode == 0, f"{check.__name__} failed:\n{child.stderr[-4000:]}"
+    assert child.returncode == 0, f"{what} failed:\n{child.stderr[-4000:]}"
 
 
 # --- PyTorch as the oracle -------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torchwalk as tw
+from module_trees import run_child
 from torch import nn
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed")
@@ -209,21 +210,8 @@ def _free_port() -> int:
 
 
 def run_ranks(world: int, check: Callable[[], None], timeout: float = 240) -> None:
-    tests = Path(__file__).resolve().parent
     code = f"import test_distributed as t; t.launch({world}, {_free_port()}, {check.__name__!r})"
-    path = os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))
-    try:
-        child = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=tests,
-            env={**os.environ, "PYTHONPATH": path},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{check.__name__} on {world} ranks did not finish within {timeout} s")
-    assert child.returncode == 0, child.stderr[-4000:]
+    run_child(code, f"{check.__name__} on {world} ranks", timeout)
 
 
 @pytest.mark.parametrize("world", [2, 4])

@@ -459,22 +459,11 @@ py::str to_str(const std::string& text) { return py::str(text.data(), text.size(
 
 }  // namespace
 
-py::list TreeRecords::named_parameters() const {
+py::list TreeRecords::named_leaves(bool buffers) const {
   py::list found;
   for (size_t index = 0; index < leaves_.size(); ++index) {
     const LeafRecord& record = leaves_[index];
-    if (!record.is_buffer && record.first == static_cast<int64_t>(index)) {
-      found.append(py::make_tuple(to_str(leaf_path(static_cast<int64_t>(index))), record.tensor));
-    }
-  }
-  return found;
-}
-
-py::list TreeRecords::named_buffers() const {
-  py::list found;
-  for (size_t index = 0; index < leaves_.size(); ++index) {
-    const LeafRecord& record = leaves_[index];
-    if (record.is_buffer && record.first == static_cast<int64_t>(index)) {
+    if (record.is_buffer == buffers && record.first == static_cast<int64_t>(index)) {
       found.append(py::make_tuple(to_str(leaf_path(static_cast<int64_t>(index))), record.tensor));
     }
   }

@@ -115,8 +115,8 @@ class TreeRecords {
   std::vector<int64_t> module_children(int64_t position) const;
 
   // The views: what the drop-ins return for the walked tree.
-  py::list named_parameters() const;
-  py::list named_buffers() const;
+  py::list named_parameters() const { return named_leaves(false); }
+  py::list named_buffers() const { return named_leaves(true); }
   py::list named_modules() const;
 
   const std::vector<TieGroup>& tie_groups();
@@ -127,7 +127,8 @@ class TreeRecords {
   TreeRecords() = default;
   void add_leaves(int64_t position, PyObject* members, bool are_buffers,
                   const TensorClasses& classes);
-  void finish();  // first leaves, shape hashes, subtree figures
+  void finish();                              // first leaves, shape hashes, subtree figures
+  py::list named_leaves(bool buffers) const;  // the first leaf of each tensor, by name
   void find_ties();
 
   std::vector<ModuleRecord> modules_;
