@@ -9,18 +9,29 @@
 //
 // Vectorising without -ffast-math (which would delete the NaN tests): each
 // statistic has kLanes independent accumulators, and element i of a group
-// of kLanes goes to lane i. The compiler then turns the lane loop into SIMD
-// instructions with no reordering of any one accumulator's additions.
+// of kLanes goes to lane i. The accumulators are GCC vector types (one
+// AVX2 register per 8 floats; pairs of SSE registers in the portable build),
+// so every statistic of a group is one SIMD instruction whatever the
+// auto-vectoriser decides, with no reordering of any one lane's additions.
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #include "stats/cpu/strided_view.h"
 
 #ifndef TORCHWALK_KERNEL_NAME
 #error "compile with -DTORCHWALK_KERNEL_NAME=accumulate_portable (or _avx2)"
 #endif
+
+// Vectors wider than the portable build's registers are passed in memory
+// there; all of them stay inside this file, so the ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace torchwalk::cpu {
 namespace {
@@ -29,6 +40,23 @@ constexpr int kLanes = 8;
 // Counts are kept per lane in 32 bits (twice as many fit a SIMD register)
 // and moved to 64 bits at least this often.
 constexpr int64_t kCountFlushElements = int64_t{kLanes} << 28;
+
+// The accumulators are arrays of vectors of one AVX2 register each: GCC
+// keeps those in registers, while it spills wider ones (8 doubles) to the
+// stack on every use. (The portable build splits each in two SSE registers.)
+constexpr int kVectorBytes = 32;
+// (GCC ignores the attribute on an alias template; a member typedef keeps it.)
+template <typename T>
+struct VectorOf {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+};
+template <typename T>
+using Vec = typename VectorOf<T>::type;
+// How many vectors of T hold kLanes lanes, and how many lanes one holds.
+template <typename T>
+constexpr int kParts = kLanes * static_cast<int>(sizeof(T)) / kVectorBytes;
+template <typename T>
+constexpr int kPerVector = kVectorBytes / static_cast<int>(sizeof(T));
 
 // Not std::min: this file must not instantiate templates of shared headers.
 int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -83,50 +111,194 @@ struct Reader<ByteFloat> {
   static float decode(const ByteFloat* element, const float* table) { return table[element->bits]; }
 };
 
+// kLanes values, lane i in element i % kPerVector of vector i / kPerVector.
+template <typename Value>
+struct Group {
+  Vec<Value> part[kParts<Value>];
+};
+
+// The kLanes elements `first`, `first + step`, ... as values.
+template <typename Element>
+inline Group<typename Reader<Element>::Value> load_group(const Element* first, int64_t step,
+                                                         const float* table) {
+  using Value = typename Reader<Element>::Value;
+  Group<Value> group;
+  if constexpr (std::is_same_v<Element, BFloat16Bits>) {
+    // Widened and shifted as a vector (a per-element memcpy is not
+    // vectorised): two instructions for kLanes elements.
+    typedef uint16_t Bits __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+    Bits bits;
+    for (int lane = 0; lane < kLanes; ++lane) {
+      bits[lane] = first[lane * step].bits;
+    }
+    Vec<uint32_t> upper = __builtin_convertvector(bits, Vec<uint32_t>) << 16;
+    std::memcpy(&group, &upper, sizeof group);
+  } else {
+    Value values[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) {
+      values[lane] = Reader<Element>::decode(first + lane * step, table);
+    }
+    std::memcpy(&group, values, sizeof group);
+  }
+  return group;
+}
+
+// The same lanes in float64.
+template <typename Value>
+inline Group<double> widen(const Group<Value>& values) {
+  Group<double> wide;
+  if constexpr (std::is_same_v<Value, double>) {
+    wide = values;
+  } else {
+    static_assert(kParts<Value> == 1 && kParts<double> == 2);
+#ifdef __AVX__
+    // GCC 12 turns __builtin_convertvector of four floats into two
+    // conversions of two, through the stack; the intrinsic is one instruction.
+    __m256 all;
+    std::memcpy(&all, &values.part[0], sizeof all);
+    __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(all));
+    __m256d high = _mm256_cvtps_pd(_mm256_extractf128_ps(all, 1));
+    std::memcpy(&wide.part[0], &low, sizeof low);
+    std::memcpy(&wide.part[1], &high, sizeof high);
+#else
+    typedef Value Half __attribute__((vector_size(kVectorBytes / 2)));
+    Half halves[2];
+    std::memcpy(halves, &values.part[0], sizeof halves);
+    wide.part[0] = __builtin_convertvector(halves[0], Vec<double>);
+    wide.part[1] = __builtin_convertvector(halves[1], Vec<double>);
+#endif
+  }
+  return wide;
+}
+
 template <typename Value>
 struct Lanes {
-  double shifted_sum[kLanes] = {};      // of (x - shift)
-  double shifted_squares[kLanes] = {};  // of (x - shift)^2
-  double squares[kLanes] = {};          // of x^2
-  Value min[kLanes];
-  Value max[kLanes];
-  Value absmax[kLanes] = {};
-  int32_t zeros[kLanes] = {};
-  int32_t nans[kLanes] = {};
-  int32_t infs[kLanes] = {};
+  using Values = Vec<Value>;
+  // What comparing Values gives (0 or -1 per lane): 32-bit lanes for float,
+  // 64-bit for double.
+  using Counts = decltype(Values{} == Values{});
+  static constexpr int kValueParts = kParts<Value>;
+  static constexpr int kWideParts = kParts<double>;
+  static constexpr Value kInfinity = std::numeric_limits<Value>::infinity();
+  // All bits but the sign bit, in every lane.
+  static constexpr Counts kNoSign = Counts{} + std::numeric_limits<decltype(Counts{}[0])>::max();
+  // Σx² is needed in its own accumulator only when the values are float64:
+  // for narrower ones it is Σ(x-s)² + s(2Σ(x-s) + ns), where n·s² cannot
+  // overflow (s is one of the values) and every term is at most n times Σx²
+  // (a relative error of n·2⁻⁵³ at worst, for runs of up to millions).
+  static constexpr bool kSquares = std::is_same_v<Value, double>;
+
+  Vec<double> shifted_sum[kWideParts] = {};      // of (x - shift)
+  Vec<double> shifted_squares[kWideParts] = {};  // of (x - shift)^2
+  Vec<double> squares[kWideParts] = {};          // of x^2, when kSquares
+  Values min[kValueParts];
+  Values max[kValueParts];
+  Values absmax[kValueParts] = {};
+  Counts zeros[kValueParts] = {};
+  Counts nans[kValueParts] = {};
+  Counts infs[kValueParts] = {};
 
   Lanes() {
-    for (int lane = 0; lane < kLanes; ++lane) {
-      min[lane] = std::numeric_limits<Value>::infinity();
-      max[lane] = -std::numeric_limits<Value>::infinity();
+    for (int part = 0; part < kValueParts; ++part) {
+      min[part] = Values{} + kInfinity;
+      max[part] = Values{} - kInfinity;
     }
   }
 
-  // The one place an element is looked at. The comparisons are written so
-  // that a NaN never replaces an extreme (NaNs are counted instead), which
-  // is what the SIMD min/max instructions do.
-  inline void add(int lane, Value value, double shift) {
+  // The one place a group of elements is looked at. The comparisons are
+  // written so that a NaN never replaces an extreme (NaNs are counted
+  // instead), which is what the SIMD min/max instructions do.
+  inline void add(const Group<Value>& group, const Vec<double>& shift) {
+    Group<double> wide = widen(group);
+    for (int part = 0; part < kWideParts; ++part) {
+      Vec<double> shifted = wide.part[part] - shift;
+      shifted_sum[part] += shifted;
+      shifted_squares[part] += shifted * shifted;
+      if constexpr (kSquares) {
+        squares[part] += wide.part[part] * wide.part[part];
+      }
+    }
+    for (int part = 0; part < kValueParts; ++part) {
+      Values value = group.part[part];
+      // |x|: the sign bit cleared (NaN stays NaN, -0.0 becomes 0.0).
+      Values magnitude = reinterpret_cast<Values>(reinterpret_cast<Counts>(value) & kNoSign);
+      min[part] = value < min[part] ? value : min[part];
+      max[part] = value > max[part] ? value : max[part];
+      absmax[part] = magnitude > absmax[part] ? magnitude : absmax[part];
+      // A true comparison is -1.
+      zeros[part] -= value == 0;
+      nans[part] -= value != value;
+      infs[part] -= magnitude == kInfinity;
+    }
+  }
+
+  // The same for one element in one lane (a run's last few elements).
+  inline void add_one(int lane, Value value, double shift) {
+    const int wide_part = lane / kPerVector<double>, wide_lane = lane % kPerVector<double>;
     double wide = static_cast<double>(value);
     double shifted = wide - shift;
-    shifted_sum[lane] += shifted;
-    shifted_squares[lane] += shifted * shifted;
-    squares[lane] += wide * wide;
-    Value magnitude = std::abs(value);
-    min[lane] = value < min[lane] ? value : min[lane];
-    max[lane] = value > max[lane] ? value : max[lane];
-    absmax[lane] = magnitude > absmax[lane] ? magnitude : absmax[lane];
-    zeros[lane] += value == 0;
-    nans[lane] += value != value;
-    infs[lane] += magnitude == std::numeric_limits<Value>::infinity();
+    shifted_sum[wide_part][wide_lane] += shifted;
+    shifted_squares[wide_part][wide_lane] += shifted * shifted;
+    if constexpr (kSquares) {
+      squares[wide_part][wide_lane] += wide * wide;
+    }
+    const int part = lane / kPerVector<Value>, at = lane % kPerVector<Value>;
+    Value magnitude = value < 0 ? -value : value;
+    min[part][at] = value < min[part][at] ? value : min[part][at];
+    max[part][at] = value > max[part][at] ? value : max[part][at];
+    absmax[part][at] = magnitude > absmax[part][at] ? magnitude : absmax[part][at];
+    zeros[part][at] += value == 0;
+    nans[part][at] += value != value;
+    infs[part][at] += magnitude == kInfinity;
   }
 
   void flush_counts(Moments& moments) {
-    for (int lane = 0; lane < kLanes; ++lane) {
-      moments.zeros += zeros[lane];
-      moments.nans += nans[lane];
-      moments.infs += infs[lane];
-      zeros[lane] = nans[lane] = infs[lane] = 0;
+    for (int part = 0; part < kValueParts; ++part) {
+      for (int at = 0; at < kPerVector<Value>; ++at) {
+        moments.zeros += zeros[part][at];
+        moments.nans += nans[part][at];
+        moments.infs += infs[part][at];
+      }
+      zeros[part] = nans[part] = infs[part] = Counts{};
     }
+  }
+
+  // Everything but the counts, summed over the lanes into `moments`.
+  void finish(Moments& moments, double shift) const {
+    double shifted_total = 0, shifted_squares_total = 0, squares_total = 0;
+    for (int part = 0; part < kWideParts; ++part) {
+      for (int at = 0; at < kPerVector<double>; ++at) {
+        shifted_total += shifted_sum[part][at];
+        shifted_squares_total += shifted_squares[part][at];
+        squares_total += squares[part][at];
+      }
+    }
+    double count = static_cast<double>(moments.count);
+    if constexpr (!kSquares) {
+      squares_total = shifted_squares_total + shift * (2 * shifted_total + count * shift);
+      if (!std::isfinite(squares_total) && moments.nans == 0) {
+        squares_total =
+            kInfinity;  // Inf - Inf from an infinite element (called after flush_counts)
+      }
+    }
+    Value lowest = min[0][0], highest = max[0][0], largest = absmax[0][0];
+    for (int part = 0; part < kValueParts; ++part) {
+      for (int at = 0; at < kPerVector<Value>; ++at) {
+        lowest = min[part][at] < lowest ? min[part][at] : lowest;
+        highest = max[part][at] > highest ? max[part][at] : highest;
+        largest = absmax[part][at] > largest ? absmax[part][at] : largest;
+      }
+    }
+    moments.sum = shift * count + shifted_total;
+    moments.sum_squares = squares_total;
+    double m2 = shifted_squares_total - shifted_total * shifted_total / count;
+    if (std::isnan(m2) && moments.nans == 0 && moments.infs == 0) {
+      m2 = std::numeric_limits<double>::infinity();  // Inf - Inf from squares that overflowed
+    }
+    moments.m2 = m2 < 0 ? 0.0 : m2;  // rounding can go below 0; NaN stays NaN
+    moments.min = lowest;
+    moments.max = highest;
+    moments.absmax = largest;
   }
 };
 
@@ -135,14 +307,18 @@ template <typename Element, bool Contiguous>
 void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first, int64_t count,
              int64_t stride, double shift, const float* table) {
   const int64_t step = Contiguous ? 1 : stride;
+  // A local copy, so that the accumulators live in registers: stores into
+  // `lanes` could alias the elements read, and would be kept in memory.
+  Lanes<typename Reader<Element>::Value> local = lanes;
+  const Vec<double> shifts = Vec<double>{} + shift;
   int64_t index = 0;
   for (; index + kLanes <= count; index += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) {
-      lanes.add(lane, Reader<Element>::decode(first + (index + lane) * step, table), shift);
-    }
+    local.add(load_group(first + index * step, step, table), shifts);
   }
+  lanes = local;
+  // Not in `local`: indexing a lane would keep all of it in memory.
   for (int lane = 0; index < count; ++index, ++lane) {
-    lanes.add(lane, Reader<Element>::decode(first + index * step, table), shift);
+    lanes.add_one(lane, Reader<Element>::decode(first + index * step, table), shift);
   }
 }
 
@@ -206,27 +382,7 @@ Moments accumulate_real(const StridedView& view, int64_t begin, int64_t end) {
     }
   });
   lanes.flush_counts(moments);
-
-  double shifted_sum = 0, shifted_squares = 0;
-  Value min = lanes.min[0], max = lanes.max[0], absmax = lanes.absmax[0];
-  for (int lane = 0; lane < kLanes; ++lane) {
-    shifted_sum += lanes.shifted_sum[lane];
-    shifted_squares += lanes.shifted_squares[lane];
-    moments.sum_squares += lanes.squares[lane];
-    min = lanes.min[lane] < min ? lanes.min[lane] : min;
-    max = lanes.max[lane] > max ? lanes.max[lane] : max;
-    absmax = lanes.absmax[lane] > absmax ? lanes.absmax[lane] : absmax;
-  }
-  double count = static_cast<double>(moments.count);
-  moments.sum = shift * count + shifted_sum;
-  double m2 = shifted_squares - shifted_sum * shifted_sum / count;
-  if (std::isnan(m2) && moments.nans == 0 && moments.infs == 0) {
-    m2 = std::numeric_limits<double>::infinity();  // Inf - Inf from squares that overflowed
-  }
-  moments.m2 = m2 < 0 ? 0.0 : m2;  // rounding can go below 0; NaN stays NaN
-  moments.min = min;
-  moments.max = max;
-  moments.absmax = absmax;
+  lanes.finish(moments, shift);
   return moments;
 }
 
