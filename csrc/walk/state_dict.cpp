@@ -102,97 +102,46 @@ size_t check_names(PyObject* members) {
   return present;
 }
 
-// The instance-dict entries the fast path reads, found in one pass over the
-// dict instead of one lookup per name (each lookup of a large model's
-// modules missed the cache).
+// The instance-dict entries the fast path reads.
 struct InstanceEntries {
   py::object parameters;
   py::object buffers;
   py::object children;
-  py::object non_persistent;
   bool has_version = false;
   bool has_hooks = false;       // a state-dict hook dict that is not empty, or not a dict
   bool shadows_method = false;  // `state_dict` or `_save_to_state_dict` is set on the instance
 };
 
-// Fills `entries` from the instance dict and returns true, or returns false
-// when a key might equal one of the names without being that very object (a
-// str that is not interned, a str subclass, another type): a lookup would then
-// compare with `==`, so the caller looks up instead. An interned exact str
-// equals an interned name only when it is the same object. No Python code
-// runs during the pass.
-bool scan_instance_dict(PyObject* dict, InstanceEntries& entries) {
-  const Names& known = names();
-  PyObject* state_dict_name = attribute_name(kStateDict);
-  PyObject* save_name = attribute_name(kSaveToStateDict);
-  PyObject* parameters_name = attribute_name(kParametersDict);
-  PyObject* buffers_name = attribute_name(kBuffersDict);
-  PyObject* modules_name = attribute_name(kModulesDict);
-  PyObject* pre_hooks = nullptr;
-  PyObject* post_hooks = nullptr;
-  PyObject* parameters = nullptr;
-  PyObject* buffers = nullptr;
-  PyObject* children = nullptr;
-  PyObject* non_persistent = nullptr;
-  Py_ssize_t cursor = 0;
-  PyObject* key = nullptr;
-  PyObject* value = nullptr;
-  while (PyDict_Next(dict, &cursor, &key, &value)) {
-    if (!PyUnicode_CheckExact(key) || !PyUnicode_CHECK_INTERNED(key)) {
-      return false;
-    }
-    if (key == parameters_name) {
-      parameters = value;
-    } else if (key == buffers_name) {
-      buffers = value;
-    } else if (key == modules_name) {
-      children = value;
-    } else if (key == known.pre_hooks) {
-      pre_hooks = value;
-    } else if (key == known.post_hooks) {
-      post_hooks = value;
-    } else if (key == known.non_persistent) {
-      non_persistent = value;
-    } else if (key == known.version) {
-      entries.has_version = true;
-    } else if (key == state_dict_name || key == save_name) {
-      entries.shadows_method = true;
-    }
+// `dict[name]`, owned (a later lookup can run a key's __eq__, which can change
+// the dict), or null when absent; a hand-back when a key's __eq__ raised.
+py::object dict_item(PyObject* dict, PyObject* name) {
+  PyObject* found = PyDict_GetItemWithError(dict, name);
+  if (found == nullptr && PyErr_Occurred()) {  // let PyTorch meet the error itself
+    PyErr_Clear();
+    hand_back();
   }
-  entries.has_hooks = !is_empty_hook_dict(pre_hooks) || !is_empty_hook_dict(post_hooks);
-  entries.parameters = py::reinterpret_borrow<py::object>(parameters);
-  entries.buffers = py::reinterpret_borrow<py::object>(buffers);
-  entries.children = py::reinterpret_borrow<py::object>(children);
-  entries.non_persistent = py::reinterpret_borrow<py::object>(non_persistent);
-  return true;
+  return py::reinterpret_borrow<py::object>(found);
 }
 
-// The same entries by one lookup each, for a dict whose keys the scan could
-// not vouch for. Owned as found: a key's __eq__ can change the dict.
+// The entries, by one lookup each, stopping at the first that hands back.
+// (One PyDict_Next pass over the instance dict, comparing interned keys by
+// pointer, was measured: a module's dict holds about 25 entries, so the pass
+// ran 1.5x the instructions of these lookups, and touched the same lines.)
 void look_up_instance_dict(PyObject* dict, InstanceEntries& entries) {
-  auto item = [dict](PyObject* name) {
-    PyObject* found = PyDict_GetItemWithError(dict, name);
-    if (found == nullptr && PyErr_Occurred()) {  // a key's __eq__ raised: let PyTorch meet it
-      PyErr_Clear();
-      hand_back();
-    }
-    return py::reinterpret_borrow<py::object>(found);
-  };
   if (!instance_keeps(dict, mask_of(kStateDict, kSaveToStateDict))) {
     entries.shadows_method = true;
     return;
   }
   for (PyObject* hooks_name : {names().pre_hooks, names().post_hooks}) {
-    if (!is_empty_hook_dict(item(hooks_name).ptr())) {
+    if (!is_empty_hook_dict(dict_item(dict, hooks_name).ptr())) {
       entries.has_hooks = true;
       return;
     }
   }
-  entries.parameters = item(attribute_name(kParametersDict));
-  entries.buffers = item(attribute_name(kBuffersDict));
-  entries.children = item(attribute_name(kModulesDict));
-  entries.non_persistent = item(names().non_persistent);
-  entries.has_version = static_cast<bool>(item(names().version));
+  entries.parameters = dict_item(dict, attribute_name(kParametersDict));
+  entries.buffers = dict_item(dict, attribute_name(kBuffersDict));
+  entries.children = dict_item(dict, attribute_name(kModulesDict));
+  entries.has_version = static_cast<bool>(dict_item(dict, names().version));
 }
 
 // `module._version`: read from the class when the instance dict has no such
@@ -226,10 +175,7 @@ std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
       return std::nullopt;
     }
     InstanceEntries entries;
-    if (!scan_instance_dict(dict.ptr(), entries)) {
-      entries = InstanceEntries{};
-      look_up_instance_dict(dict.ptr(), entries);
-    }
+    look_up_instance_dict(dict.ptr(), entries);
     if (entries.shadows_method || entries.has_hooks) {
       return std::nullopt;
     }
@@ -244,12 +190,12 @@ std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
     check_names(state.parameters.ptr());
     check_names(state.children.ptr());
     if (check_names(state.buffers.ptr()) > 0) {
-      PyObject* non_persistent = entries.non_persistent.ptr();
-      if (non_persistent == nullptr ||
-          !(PySet_CheckExact(non_persistent) || PyFrozenSet_CheckExact(non_persistent))) {
+      py::object non_persistent = dict_item(dict.ptr(), names().non_persistent);
+      if (!non_persistent || !(PySet_CheckExact(non_persistent.ptr()) ||
+                               PyFrozenSet_CheckExact(non_persistent.ptr()))) {
         return std::nullopt;
       }
-      state.non_persistent = std::move(entries.non_persistent);
+      state.non_persistent = std::move(non_persistent);
     }
     // PyTorch asks `getattr(cls, "get_extra_state", Module.get_extra_state) is
     // not Module.get_extra_state`: only answerable here while nn.Module still
