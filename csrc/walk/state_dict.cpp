@@ -75,6 +75,7 @@ struct ModuleState {
   py::object buffers;         // `_buffers`, an exact dict
   py::object children;        // `_modules`, an exact dict
   py::object non_persistent;  // `_non_persistent_buffers_set`; unset if no buffer is saved
+  py::object version;         // `_version`
   bool saves_extra_state = false;
 };
 
@@ -101,6 +102,61 @@ size_t check_names(PyObject* members) {
   return present;
 }
 
+// The instance-dict entries the fast path reads.
+struct InstanceEntries {
+  py::object parameters;
+  py::object buffers;
+  py::object children;
+  bool has_version = false;
+  bool has_hooks = false;       // a state-dict hook dict that is not empty, or not a dict
+  bool shadows_method = false;  // `state_dict` or `_save_to_state_dict` is set on the instance
+};
+
+// `dict[name]`, owned (a later lookup can run a key's __eq__, which can change
+// the dict), or null when absent; a hand-back when a key's __eq__ raised.
+py::object dict_item(PyObject* dict, PyObject* name) {
+  PyObject* found = PyDict_GetItemWithError(dict, name);
+  if (found == nullptr && PyErr_Occurred()) {  // let PyTorch meet the error itself
+    PyErr_Clear();
+    hand_back();
+  }
+  return py::reinterpret_borrow<py::object>(found);
+}
+
+// The entries, by one lookup each, stopping at the first that hands back.
+// (One PyDict_Next pass over the instance dict, comparing interned keys by
+// pointer, was measured: a module's dict holds about 25 entries, so the pass
+// ran 1.5x the instructions of these lookups, and touched the same lines.)
+void look_up_instance_dict(PyObject* dict, InstanceEntries& entries) {
+  if (!instance_keeps(dict, mask_of(kStateDict, kSaveToStateDict))) {
+    entries.shadows_method = true;
+    return;
+  }
+  for (PyObject* hooks_name : {names().pre_hooks, names().post_hooks}) {
+    if (!is_empty_hook_dict(dict_item(dict, hooks_name).ptr())) {
+      entries.has_hooks = true;
+      return;
+    }
+  }
+  entries.parameters = dict_item(dict, attribute_name(kParametersDict));
+  entries.buffers = dict_item(dict, attribute_name(kBuffersDict));
+  entries.children = dict_item(dict, attribute_name(kModulesDict));
+  entries.has_version = static_cast<bool>(dict_item(dict, names().version));
+}
+
+// `module._version`: read from the class when the instance dict has no such
+// entry and the class attribute is no descriptor (attribute access then gives
+// the class attribute itself), else by attribute access.
+py::object version_of(PyObject* module, bool instance_has_version) {
+  if (!instance_has_version) {
+    PyObject* found = _PyType_Lookup(Py_TYPE(module), names().version);
+    if (found != nullptr && Py_TYPE(found)->tp_descr_get == nullptr) {
+      return py::reinterpret_borrow<py::object>(found);
+    }
+  }
+  return py::reinterpret_steal<py::object>(checked(PyObject_GetAttr(module, names().version)));
+}
+
 // The module's state when PyTorch's state_dict on it would be exactly what
 // the fast path does (no hooks, no overrides, plain dicts and names), else
 // std::nullopt. Reads only: nothing has been written when it declines.
@@ -109,36 +165,50 @@ std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
   try {
     ModuleState state;
     state.module = py::reinterpret_borrow<py::object>(module);
-    py::object dict = checked_instance_dict(module, keeps | kSavesAsPyTorch);
-    for (PyObject* hooks_name : {names().pre_hooks, names().post_hooks}) {
-      if (!is_empty_hook_dict(PyDict_GetItemWithError(dict.ptr(), hooks_name))) {
-        PyErr_Clear();
+    ClassFacts facts = facts_of(Py_TYPE(module));
+    AttributeMask class_keeps = keeps | kSavesAsPyTorch;
+    if (!facts.is_module || !facts.keeps(class_keeps)) {
+      return std::nullopt;
+    }
+    py::object dict = instance_dict(module);
+    if (!instance_keeps(dict.ptr(), keeps)) {  // the root's extra methods; none for children
+      return std::nullopt;
+    }
+    InstanceEntries entries;
+    look_up_instance_dict(dict.ptr(), entries);
+    if (entries.shadows_method || entries.has_hooks) {
+      return std::nullopt;
+    }
+    for (const py::object& members : {entries.parameters, entries.buffers, entries.children}) {
+      if (!members || !PyDict_CheckExact(members.ptr())) {
         return std::nullopt;
       }
     }
-    state.parameters = exact_dict_item(dict.ptr(), kParametersDict);
-    state.buffers = exact_dict_item(dict.ptr(), kBuffersDict);
-    state.children = exact_dict_item(dict.ptr(), kModulesDict);
+    state.parameters = std::move(entries.parameters);
+    state.buffers = std::move(entries.buffers);
+    state.children = std::move(entries.children);
     check_names(state.parameters.ptr());
     check_names(state.children.ptr());
     if (check_names(state.buffers.ptr()) > 0) {
-      PyObject* non_persistent = PyDict_GetItemWithError(dict.ptr(), names().non_persistent);
-      if (non_persistent == nullptr ||
-          !(PySet_CheckExact(non_persistent) || PyFrozenSet_CheckExact(non_persistent))) {
-        PyErr_Clear();
+      py::object non_persistent = dict_item(dict.ptr(), names().non_persistent);
+      if (!non_persistent || !(PySet_CheckExact(non_persistent.ptr()) ||
+                               PyFrozenSet_CheckExact(non_persistent.ptr()))) {
         return std::nullopt;
       }
-      state.non_persistent = py::reinterpret_borrow<py::object>(non_persistent);
+      state.non_persistent = std::move(non_persistent);
     }
     // PyTorch asks `getattr(cls, "get_extra_state", Module.get_extra_state) is
     // not Module.get_extra_state`: only answerable here while nn.Module still
     // has the function it had at import.
-    if (!facts_of(Py_TYPE(module)).keeps(mask_of(kGetExtraState))) {
+    if (!facts.keeps(mask_of(kGetExtraState))) {
       if (!module_class_keeps_extra_state) {
         return std::nullopt;
       }
       state.saves_extra_state = true;
     }
+    // Last: attribute access can run a descriptor, which must not run when
+    // the module is handed back (PyTorch then reads `_version` itself).
+    state.version = version_of(module, entries.has_version);
     return state;
   } catch (const HandBack&) {
     return std::nullopt;
@@ -324,10 +394,8 @@ class StateDictWalk {
   // then `_save_to_state_dict`.
   void save(const ModuleState& state, PyObject* metadata_key) {
     PyObject* module = state.module.ptr();
-    auto version =
-        py::reinterpret_steal<py::object>(checked(PyObject_GetAttr(module, names().version)));
     auto local_metadata = py::reinterpret_steal<py::object>(checked(PyDict_New()));
-    if (PyDict_SetItem(local_metadata.ptr(), names().version_key, version.ptr()) != 0) {
+    if (PyDict_SetItem(local_metadata.ptr(), names().version_key, state.version.ptr()) != 0) {
       raise_python_error();
     }
     record_metadata(metadata_key, local_metadata.ptr());
@@ -347,12 +415,28 @@ class StateDictWalk {
     if (PyDict_CheckExact(destination)) {
       return;  // a plain dict has no attributes
     }
-    auto metadata =
-        py::reinterpret_steal<py::object>(optional_attribute(destination, names().metadata));
-    if (!metadata) {
-      return;
-    }
-    if (!PyODict_CheckExact(destination)) {
+    py::object metadata;
+    if (PyODict_CheckExact(destination)) {
+      // OrderedDict's class has no `_metadata`, and its attribute access is
+      // the generic one: the attribute is the instance dict's entry, if any.
+      PyObject** dict = _PyObject_GetDictPtr(destination);
+      if (dict == nullptr || *dict == nullptr) {
+        return;
+      }
+      PyObject* found = PyDict_GetItemWithError(*dict, names().metadata);
+      if (found == nullptr) {
+        if (PyErr_Occurred()) {
+          raise_python_error();
+        }
+        return;
+      }
+      metadata = py::reinterpret_borrow<py::object>(found);
+    } else {
+      metadata =
+          py::reinterpret_steal<py::object>(optional_attribute(destination, names().metadata));
+      if (!metadata) {
+        return;
+      }
       // PyTorch reads the attribute a second time; only an OrderedDict's
       // instance dict is known to give the same object again.
       metadata = py::reinterpret_steal<py::object>(
