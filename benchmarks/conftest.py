@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gc
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from torch import nn
@@ -71,6 +72,23 @@ def record_median(request: pytest.FixtureRequest) -> Callable[..., None]:
         medians.setdefault((model, function), {})[implementation] = median_s
         if target is not None:
             targets[(model, function, implementation)] = target
+
+    return record
+
+
+@pytest.fixture
+def record_benchmark(record_median: Callable[..., None]) -> Callable[..., None]:
+    """Record a finished pytest-benchmark's median for the speed-up table.
+
+    Called as ``record(benchmark, model, function, implementation, target=None)``;
+    records nothing under ``--benchmark-disable``, where there is no median.
+    """
+
+    def record(
+        benchmark: Any, model: str, function: str, implementation: str, target: float | None = None
+    ) -> None:
+        if benchmark.stats is not None:
+            record_median(model, function, implementation, benchmark.stats.stats.median, target)
 
     return record
 

@@ -29,28 +29,17 @@ def deepseek_v3(zoo_model: Callable[[str], nn.Module]) -> nn.Module:
     return zoo_model(MODEL)
 
 
-def _record(
-    benchmark: BenchmarkFixture,
-    record_median: Callable[..., None],
-    implementation: str,
-    target: float | None = None,
-) -> None:
-    """Put the benchmark's median in the speed-up table (none under ``--benchmark-disable``)."""
-    if benchmark.stats is not None:
-        record_median(MODEL, FUNCTION, implementation, benchmark.stats.stats.median, target)
-
-
 def test_torchwalk_summary(
-    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_median: Callable[..., None]
+    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_benchmark: Callable[..., None]
 ) -> None:
     """torchwalk: ``str(tw.walk(model).summary())``, every row (depth None) and the tie groups."""
     benchmark.group = GROUP
     benchmark(lambda: str(tw.walk(deepseek_v3).summary()))
-    _record(benchmark, record_median, "torchwalk")
+    record_benchmark(benchmark, MODEL, FUNCTION, "torchwalk")
 
 
 def test_lightning_model_summary(
-    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_median: Callable[..., None]
+    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_benchmark: Callable[..., None]
 ) -> None:
     """Lightning: ``str(ModelSummary(model, max_depth=-1))``; torchwalk must be 100x faster.
 
@@ -72,25 +61,25 @@ def test_lightning_model_summary(
 
     holder = Holder(deepseek_v3)
     benchmark.pedantic(lambda: str(model_summary.ModelSummary(holder, max_depth=-1)), rounds=3)
-    _record(benchmark, record_median, "lightning.ModelSummary", target=100)
+    record_benchmark(benchmark, MODEL, FUNCTION, "lightning.ModelSummary", target=100)
 
 
 def test_accelerate_compute_module_sizes(
-    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_median: Callable[..., None]
+    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_benchmark: Callable[..., None]
 ) -> None:
     """accelerate: ``compute_module_sizes(model)``, the bytes of every module (what
     ``infer_auto_device_map`` starts from); torchwalk must be 10x faster."""
     benchmark.group = GROUP
     modeling = pytest.importorskip("accelerate.utils.modeling")
     benchmark.pedantic(lambda: modeling.compute_module_sizes(deepseek_v3), rounds=5)
-    _record(benchmark, record_median, "accelerate.compute_module_sizes", target=10)
+    record_benchmark(benchmark, MODEL, FUNCTION, "accelerate.compute_module_sizes", target=10)
 
 
 def test_torch_named_parameters(
-    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_median: Callable[..., None]
+    benchmark: BenchmarkFixture, deepseek_v3: nn.Module, record_benchmark: Callable[..., None]
 ) -> None:
     """PyTorch: ``list(model.named_parameters())`` alone, the least a summary written in Python
     must do; torchwalk's whole summary must still be 2.5x faster."""
     benchmark.group = GROUP
     benchmark(lambda: list(deepseek_v3.named_parameters()))
-    _record(benchmark, record_median, "torch.named_parameters", target=2.5)
+    record_benchmark(benchmark, MODEL, FUNCTION, "torch.named_parameters", target=2.5)

@@ -41,29 +41,18 @@ def tied_linears() -> nn.ModuleList:
     return linears
 
 
-def _record(
-    benchmark: BenchmarkFixture,
-    record_median: Callable[..., None],
-    implementation: str,
-    target: float | None = None,
-) -> None:
-    """Put the benchmark's median in the speed-up table (none under ``--benchmark-disable``)."""
-    if benchmark.stats is not None:
-        record_median(MODEL, FUNCTION, implementation, benchmark.stats.stats.median, target)
-
-
 def test_torchwalk_ties(
-    benchmark: BenchmarkFixture, tied_linears: nn.ModuleList, record_median: Callable[..., None]
+    benchmark: BenchmarkFixture, tied_linears: nn.ModuleList, record_benchmark: Callable[..., None]
 ) -> None:
     """torchwalk: ``tw.ties(model)``, every group of names sharing a storage, kind and bytes."""
     benchmark.group = GROUP
     groups = benchmark(lambda: tw.ties(tied_linears))
     assert len(groups) == TIED_PAIRS
-    _record(benchmark, record_median, "torchwalk")
+    record_benchmark(benchmark, MODEL, FUNCTION, "torchwalk")
 
 
 def test_accelerate_find_tied_parameters(
-    benchmark: BenchmarkFixture, tied_linears: nn.ModuleList, record_median: Callable[..., None]
+    benchmark: BenchmarkFixture, tied_linears: nn.ModuleList, record_benchmark: Callable[..., None]
 ) -> None:
     """accelerate: ``find_tied_parameters(model)``, the names tied to each parameter object;
     torchwalk must be 100x faster."""
@@ -71,4 +60,4 @@ def test_accelerate_find_tied_parameters(
     modeling = pytest.importorskip("accelerate.utils.modeling")
     groups = benchmark.pedantic(lambda: modeling.find_tied_parameters(tied_linears), rounds=3)
     assert len(groups) == TIED_PAIRS
-    _record(benchmark, record_median, "accelerate.find_tied_parameters", target=100)
+    record_benchmark(benchmark, MODEL, FUNCTION, "accelerate.find_tied_parameters", target=100)
