@@ -85,7 +85,15 @@ def _merge_rows(mesh: Any, rows: list[RawStats]) -> list[RawStats]:
     """The rows of one mesh's tensors, merged over the mesh's ranks (collectives)."""
     import torch.distributed as dist
 
-    group = mesh.get_group() if mesh.ndim == 1 else None  # a multi-dim mesh spans the world
+    if mesh.ndim == 1:
+        group = mesh.get_group()
+    elif mesh.size() == dist.get_world_size():
+        group = None  # the default group: the same ranks
+    else:
+        raise NotImplementedError(
+            "torchwalk.stats: sharded tensors on a multi-dimensional device mesh that does not "
+            f"span all {dist.get_world_size()} ranks are not supported (mesh {mesh})"
+        )
     device = torch.device(mesh.device_type)
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
