@@ -14,25 +14,10 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 from torchwalk import bench, zoo
 
-FUNCTIONS = (
-    "named_parameters",
-    "parameters",
-    "named_buffers",
-    "buffers",
-    "named_modules",
-    "modules",
-    "named_children",
-    "children",
-    "get_parameter",
-    "get_submodule",
-    "get_buffer",
-    "state_dict",
-)
-
 RUNS = [
     pytest.param(model, function, implementation, id=f"{model}-{function}-{implementation}")
     for model in zoo.names()
-    for function in FUNCTIONS
+    for function in bench.FUNCTIONS
     for implementation in ("torch", "torchwalk")
 ]
 

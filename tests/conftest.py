@@ -11,6 +11,8 @@ active (PyTorch's own methods then route through torchwalk too).
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -35,6 +37,16 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("long" if LONG_TESTS else "ci")
+
+
+@pytest.fixture
+def transformers_offline(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The transformers package, offline (models are built from configs), or a skip."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its import warns about optional dependencies
+        return pytest.importorskip("transformers")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,20 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchwalk
+from test_render import SEED_DRAWING
 from torch import nn
 from torchwalk import cli, zoo
 from torchwalk.sources import Checkpoint
 from torchwalk.summary import TieGroup
 
-SEED_DRAWING = """\
-net (Sequential)
-├─ 0: Linear
-│  ├─ weight (8, 4)
-│  └─ bias (8,)
-├─ 1: ReLU (no params)
-└─ 2: Linear
-   ├─ weight (1, 8)
-   └─ bias (1,)"""
 """``torchwalk tree seed --name net``, as API.md §6 draws it."""
 
 GPT2_TIE = {

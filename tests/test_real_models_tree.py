@@ -52,14 +52,6 @@ def test_torch_nn_models(build: Callable[[], nn.Module]) -> None:
     check_snapshot(build())
 
 
-@pytest.fixture
-def transformers_offline(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its import warns about optional dependencies
-        return pytest.importorskip("transformers")
-
-
 def build_quietly(model_class: Any, config: Any) -> nn.Module:
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")

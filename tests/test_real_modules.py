@@ -145,15 +145,6 @@ def test_model_after_a_forward_pass_matches_pytorch() -> None:
 # --- transformers ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def transformers_offline(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its import warns about optional dependencies
-        return pytest.importorskip("transformers")
-
-
 def test_gpt2_matches_pytorch(transformers_offline) -> None:  # noqa: ANN001
     config = transformers_offline.GPT2Config(
         vocab_size=64, n_positions=16, n_embd=8, n_layer=2, n_head=2

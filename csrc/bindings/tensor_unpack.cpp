@@ -21,11 +21,6 @@
 namespace torchwalk {
 namespace {
 
-uint64_t mix(uint64_t hash, uint64_t value) {
-  // boost::hash_combine's recipe, widened to 64 bits.
-  return hash ^ (value + 0x9E3779B97F4A7C15ull + (hash << 6) + (hash >> 2));
-}
-
 int16_t device_code_of(const c10::Device& device) {
   return static_cast<int16_t>(static_cast<int>(device.type()) * 256 + (device.index() + 1));
 }
@@ -70,9 +65,9 @@ TensorFacts tensor_facts(PyObject* tensor) {
   facts.device_code = device_code_of(view.device());
   facts.requires_grad = view.requires_grad();
 
-  uint64_t shape_hash = mix(view.dim(), facts.dtype_code);
+  uint64_t shape_hash = hash_combine(view.dim(), facts.dtype_code);
   for (int64_t size : view.sizes()) {
-    shape_hash = mix(shape_hash, static_cast<uint64_t>(size));
+    shape_hash = hash_combine(shape_hash, static_cast<uint64_t>(size));
   }
   facts.shape_hash = shape_hash;
 
@@ -83,10 +78,10 @@ TensorFacts tensor_facts(PyObject* tensor) {
   }
   facts.storage_key = reinterpret_cast<uintptr_t>(view.storage().unsafeGetStorageImpl());
   int64_t offset = view.storage_offset();
-  uint64_t view_hash = mix(shape_hash, static_cast<uint64_t>(offset));
+  uint64_t view_hash = hash_combine(shape_hash, static_cast<uint64_t>(offset));
   int64_t last_element = offset;
   for (int64_t dim = 0; dim < view.dim(); ++dim) {
-    view_hash = mix(view_hash, static_cast<uint64_t>(view.stride(dim)));
+    view_hash = hash_combine(view_hash, static_cast<uint64_t>(view.stride(dim)));
     last_element += (view.size(dim) - 1) * view.stride(dim);
   }
   facts.view_hash = view_hash;

@@ -31,6 +31,12 @@ struct TensorFacts {
   int64_t nbytes() const { return numel * itemsize; }
 };
 
+// Folds `value` into `hash`: boost::hash_combine's recipe, widened to 64
+// bits (the shape hashes here and the records' structural hashes use it).
+inline uint64_t hash_combine(uint64_t hash, uint64_t value) {
+  return hash ^ (value + 0x9E3779B97F4A7C15ull + (hash << 6) + (hash >> 2));
+}
+
 // True for torch.Tensor and its subclasses.
 bool is_tensor(PyObject* object);
 

@@ -9,6 +9,7 @@
 #include "storage/tie_groups.h"
 #include "tree/address_index.h"
 #include "walk/class_check.h"
+#include "walk/cycle_error.h"
 #include "walk/pointer_set.h"
 
 namespace torchwalk {
@@ -17,10 +18,6 @@ namespace {
 [[noreturn]] void raise(PyObject* type, const std::string& message) {
   PyErr_SetString(type, message.c_str());
   throw py::error_already_set();
-}
-
-uint64_t mix(uint64_t hash, uint64_t value) {
-  return hash ^ (value + 0x9E3779B97F4A7C15ull + (hash << 6) + (hash >> 2));
 }
 
 // `instance_dict[name]` when it is a dict (`_modules`, `_parameters`,
@@ -167,7 +164,7 @@ TreeRecords TreeRecords::from_module(py::handle root, bool buffers, const Tensor
       fail(PyExc_TypeError, "is not an nn.Module");
     }
     if (!ancestors.insert(module)) {
-      fail(PyExc_RecursionError, "contains itself: the module graph has a cycle");
+      raise_cycle(module, records.module_path(position), "walking every position");
     }
     PyObject* instance_dict = PyObject_GenericGetDict(module, nullptr);
     if (instance_dict == nullptr) {
@@ -348,18 +345,19 @@ void TreeRecords::finish() {
   // Shape hashes bottom-up: children have later positions than parents.
   for (size_t position = modules_.size(); position-- > 0;) {
     ModuleRecord& record = modules_[position];
-    uint64_t hash = mix(0, reinterpret_cast<uintptr_t>(Py_TYPE(record.module.ptr())));
+    uint64_t hash = hash_combine(0, reinterpret_cast<uintptr_t>(Py_TYPE(record.module.ptr())));
     for (int64_t index = record.first_leaf; index < record.first_leaf + record.leaf_count;
          ++index) {
       const LeafRecord& leaf = leaves_[static_cast<size_t>(index)];
-      hash = mix(hash, static_cast<uint64_t>(PyObject_Hash(leaf.name.ptr())));
-      hash = mix(hash, leaf.facts.shape_hash * 4 + leaf.is_buffer * 2 + leaf.facts.requires_grad);
+      hash = hash_combine(hash, static_cast<uint64_t>(PyObject_Hash(leaf.name.ptr())));
+      hash = hash_combine(
+          hash, leaf.facts.shape_hash * 4 + leaf.is_buffer * 2 + leaf.facts.requires_grad);
     }
     for (int64_t child = record.first_child; child >= 0;
          child = modules_[static_cast<size_t>(child)].next_sibling) {
       const ModuleRecord& child_record = modules_[static_cast<size_t>(child)];
-      hash = mix(hash, static_cast<uint64_t>(PyObject_Hash(child_record.name.ptr())));
-      hash = mix(hash, child_record.shape_hash);
+      hash = hash_combine(hash, static_cast<uint64_t>(PyObject_Hash(child_record.name.ptr())));
+      hash = hash_combine(hash, child_record.shape_hash);
     }
     record.shape_hash = hash;
   }

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "walk/cycle_error.h"
 #include "walk/gc_pause.h"
 #include "walk/hand_back.h"
 #include "walk/name_text.h"
@@ -196,17 +197,6 @@ struct Frame {
   size_t path_length;   // the path buffer's length at this module
 };
 
-[[noreturn]] void raise_cycle(PyObject* module, const std::string& path) {
-  constexpr size_t kShownPathLength = 200;
-  std::string shown =
-      path.size() <= kShownPathLength ? path : "..." + path.substr(path.size() - kShownPathLength);
-  PyErr_Format(PyExc_RecursionError,
-               "module graph has a cycle: the %s at '%s' contains itself, so walking it with "
-               "remove_duplicate=False never ends",
-               Py_TYPE(module)->tp_name, shown.c_str());
-  throw py::error_already_set();
-}
-
 // Visits modules in the order of PyTorch's recursive `named_modules`, with an
 // explicit stack. `memo` is the identity memo: filled when `remove_duplicate`,
 // only read otherwise. `visit(module, instance_dict)` is called with `path`
@@ -242,7 +232,7 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
       return;  // a leaf (most modules are): no frame needed
     }
     if (ancestors && !ancestors->insert(module)) {
-      raise_cycle(module, path.text());
+      raise_cycle(module, path.text(), "walking it with remove_duplicate=False");
     }
     if (++modules_entered > kPrefetchAfterModules) {
       prefetch_children(children.ptr());

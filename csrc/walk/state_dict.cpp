@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "walk/cycle_error.h"
 #include "walk/detached_tensor.h"
 #include "walk/gc_pause.h"
 #include "walk/hand_back.h"
@@ -299,14 +300,6 @@ struct Frame {
   size_t prefix_length;  // the key prefix's length at this module
 };
 
-[[noreturn]] void raise_cycle(PyObject* module, const std::string& prefix) {
-  PyErr_Format(PyExc_RecursionError,
-               "module graph has a cycle: the %s at '%s' contains itself, so its state_dict "
-               "never ends",
-               Py_TYPE(module)->tp_name, prefix.c_str());
-  raise_python_error();
-}
-
 // What Python's dict iteration raises when the loop body changed the dict.
 void check_unchanged(PyObject* dict, Py_ssize_t size) {
   if (PyDict_GET_SIZE(dict) != size) {
@@ -357,7 +350,7 @@ class StateDictWalk {
         continue;
       }
       if (ancestors_.contains(child)) {
-        raise_cycle(child, prefix_.text());
+        raise_cycle(child, prefix_.text(), "its state_dict");
       }
       auto metadata_key = py::reinterpret_steal<py::object>(prefix_.without_dot());
       save(*state, metadata_key.ptr());

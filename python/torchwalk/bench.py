@@ -191,7 +191,7 @@ def run(
     return BenchReport(measurements, build_seconds, machine())
 
 
-_ITERATOR_FUNCTIONS = (
+ITERATOR_FUNCTIONS = (
     "named_parameters",
     "parameters",
     "named_buffers",
@@ -201,6 +201,10 @@ _ITERATOR_FUNCTIONS = (
     "named_children",
     "children",
 )
+"""The drop-ins that return iterators, timed as ``list(...)``."""
+
+FUNCTIONS = (*ITERATOR_FUNCTIONS, "get_parameter", "get_submodule", "get_buffer", "state_dict")
+"""Every function :func:`cases` compares, in its order."""
 
 
 def _iterator_case(model: nn.Module, function: str) -> Case:
@@ -220,7 +224,7 @@ def cases(model: nn.Module) -> list[Case]:
     """
     parameter_name = _deepest(name for name, _ in tw.named_parameters(model))
     buffer_name = _deepest(name for name, _ in tw.named_buffers(model))
-    found = [_iterator_case(model, function) for function in _ITERATOR_FUNCTIONS]
+    found = [_iterator_case(model, function) for function in ITERATOR_FUNCTIONS]
     if parameter_name is not None:
         module_name = parameter_name.rpartition(".")[0]
         found += [
