@@ -366,6 +366,7 @@ def _shadow(module: nn.Module, name: str) -> None:
 @pytest.mark.parametrize("name", TRAVERSAL_METHODS + LOOKUP_METHODS)
 def test_instance_attribute_shadowing_a_method_of_the_root(name: str) -> None:
     net = _fill(Container())
+    check_every_dropin(net)  # walked before, so that a remembered reading must notice the change
     _shadow(net, name)
     check_every_dropin(net)
     object.__delattr__(net, name)
@@ -376,6 +377,7 @@ def test_instance_attribute_shadowing_a_method_of_the_root(name: str) -> None:
 def test_instance_attribute_shadowing_a_method_of_a_child(name: str) -> None:
     child = _fill(Container())
     net = _in_a_normal_tree(child)
+    check_every_dropin(net)
     _shadow(child, name)
     check_every_dropin(net)
     object.__delattr__(child, name)
@@ -388,6 +390,7 @@ def test_instance_attribute_shadowing_a_method_of_a_child(name: str) -> None:
 @pytest.mark.parametrize("dict_name", ["_parameters", "_buffers", "_modules"])
 def test_member_dict_subclass_with_its_own_items(dict_name: str) -> None:
     child = _fill(Container())
+    check_every_dropin(_in_a_normal_tree(child))
     object.__setattr__(child, dict_name, ReversedItems(child.__dict__[dict_name]))
     check_every_dropin(child)
     check_every_dropin(_in_a_normal_tree(child))

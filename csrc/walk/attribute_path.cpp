@@ -1,6 +1,7 @@
 #include "walk/attribute_path.h"
 
 #include "walk/hand_back.h"
+#include "walk/instance_dict.h"
 
 namespace torchwalk {
 namespace {
@@ -118,7 +119,7 @@ std::optional<py::object> find_buffer(py::handle root, py::handle target,
     py::object buffer = resolve_attribute(module.ptr(), buffer_name.ptr());
     // PyTorch then asks `buffer_name in module._buffers`.
     py::object dict = instance_dict(module.ptr());
-    py::object buffers = exact_dict_item(dict.ptr(), kBuffersDict);
+    py::object buffers = exact_dict_entry(dict.ptr(), InstanceEntry::buffers);
     if (PyDict_GetItemWithError(buffers.ptr(), buffer_name.ptr()) == nullptr) {
       PyErr_Clear();
       hand_back();

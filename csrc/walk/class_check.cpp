@@ -14,13 +14,6 @@ constexpr const char* kAttributeNames[kModuleAttributeCount] = {
     "_modules",         "state_dict",    "_save_to_state_dict", "get_extra_state",
 };
 
-// Attributes an instance dict can shadow: methods, not the dunders (looked up
-// on the class) nor the three dicts (which live in the instance dict).
-constexpr AttributeMask kEveryAttribute = (AttributeMask{1} << kModuleAttributeCount) - 1;
-constexpr AttributeMask kShadowable =
-    kEveryAttribute &
-    ~mask_of(kGetattribute, kGetattr, kParametersDict, kBuffersDict, kModulesDict);
-
 struct Configuration {
   PyTypeObject* module_class = nullptr;
   PyObject* parameter_class = nullptr;
@@ -182,20 +175,6 @@ ClassFacts facts_of(PyTypeObject* cls) {
   // (tag 0) the slot never matches and the answer is recomputed next time.
   *target = CacheSlot{cls, cls->tp_version_tag, facts};
   return facts;
-}
-
-bool instance_keeps(PyObject* instance_dict, AttributeMask mask) {
-  for (mask &= kShadowable; mask != 0; mask &= mask - 1) {
-    PyObject* name = config.names[__builtin_ctz(mask)];
-    if (PyDict_GetItemWithError(instance_dict, name) != nullptr) {
-      return false;
-    }
-    if (PyErr_Occurred()) {  // a key with a raising __eq__: let PyTorch meet it
-      PyErr_Clear();
-      return false;
-    }
-  }
-  return true;
 }
 
 }  // namespace torchwalk

@@ -93,8 +93,4 @@ struct ClassFacts {
 // What `cls` does; cached until the class changes.
 ClassFacts facts_of(PyTypeObject* cls);
 
-// True when an instance dict holds none of `mask`'s method names (an
-// instance attribute shadows the class's method).
-bool instance_keeps(PyObject* instance_dict, AttributeMask mask);
-
 }  // namespace torchwalk

@@ -11,9 +11,11 @@
 #include "walk/cycle_error.h"
 #include "walk/gc_pause.h"
 #include "walk/hand_back.h"
+#include "walk/instance_dict.h"
 #include "walk/name_text.h"
 #include "walk/pointer_set.h"
 #include "walk/prefetch.h"
+#include "walk/walk_size.h"
 
 namespace torchwalk {
 namespace {
@@ -199,8 +201,9 @@ struct Frame {
 
 // Visits modules in the order of PyTorch's recursive `named_modules`, with an
 // explicit stack. `memo` is the identity memo: filled when `remove_duplicate`,
-// only read otherwise. `visit(module, instance_dict)` is called with `path`
-// holding the module's dotted path.
+// only read otherwise. `visit(module, instance_dict, remember)` is called with
+// `path` holding the module's dotted path (`remember`: whether the walk is
+// still small enough to read instance dicts through the memo).
 template <typename Visit>
 void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, PointerSet& memo,
                bool remove_duplicate, Scratch& scratch, Visit&& visit) {
@@ -222,19 +225,20 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     // PyTorch calls `module.named_modules(memo, ...)` (a non-module has no
     // such method), which asks `self not in memo` (hash first) and reads
     // `self._modules`.
-    py::object dict = checked_instance_dict(module, keeps);
+    bool remember = modules_entered <= kLargeWalkModules;
+    py::object dict = checked_instance_dict(module, keeps, remember);
     if (remove_duplicate ? !memo.insert(module) : memo.contains(module)) {
       return;
     }
-    py::object children = exact_dict_item(dict.ptr(), kModulesDict);
-    visit(module, dict.ptr());
+    py::object children = exact_dict_entry(dict.ptr(), InstanceEntry::modules, remember);
+    visit(module, dict.ptr(), remember);
     if (PyDict_GET_SIZE(children.ptr()) == 0) {
       return;  // a leaf (most modules are): no frame needed
     }
     if (ancestors && !ancestors->insert(module)) {
       raise_cycle(module, path.text(), "walking it with remove_duplicate=False");
     }
-    if (++modules_entered > kPrefetchAfterModules) {
+    if (++modules_entered > kLargeWalkModules) {
       prefetch_children(children.ptr());
     }
     stack.push_back(Frame{std::move(owned_module), std::move(children), 0, path.length()});
@@ -258,7 +262,7 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
     // Owned: creating an instance dict below may run the garbage collector.
     auto owned_name = py::reinterpret_borrow<py::object>(name);
     auto owned_child = py::reinterpret_borrow<py::object>(child);
-    if (modules_entered > kPrefetchAfterModules) {
+    if (modules_entered > kLargeWalkModules) {
       prefetch_next_siblings(top.children.ptr(), top.cursor);
     }
     path.truncate(top.path_length);
@@ -268,10 +272,11 @@ void walk_tree(PyObject* root, AttributeMask root_keeps, PathBuffer& path, Point
 }
 
 // Adds the module's own parameters (or buffers) the way `_named_members` does.
-void add_members(PyObject* instance_dict, Leaves leaves, PathBuffer& path, PointerSet& memo,
-                 bool remove_duplicate, Results& results) {
-  py::object members =
-      exact_dict_item(instance_dict, leaves == Leaves::parameters ? kParametersDict : kBuffersDict);
+void add_members(PyObject* instance_dict, bool remember, Leaves leaves, PathBuffer& path,
+                 PointerSet& memo, bool remove_duplicate, Results& results) {
+  py::object members = exact_dict_entry(
+      instance_dict,
+      leaves == Leaves::parameters ? InstanceEntry::parameters : InstanceEntry::buffers, remember);
   Py_ssize_t cursor = 0;
   PyObject* name = nullptr;
   PyObject* member = nullptr;
@@ -308,14 +313,15 @@ std::optional<py::list> walk_members(py::handle root, const MemberQuery& query) 
     if (query.recurse) {
       PointerSet module_memo;
       walk_tree(root.ptr(), query.root_keeps, path, module_memo, query.remove_duplicate, scratch,
-                [&](PyObject*, PyObject* instance_dict) {
-                  add_members(instance_dict, query.leaves, path, member_memo,
+                [&](PyObject*, PyObject* instance_dict, bool remember) {
+                  add_members(instance_dict, remember, query.leaves, path, member_memo,
                               query.remove_duplicate, results);
                 });
     } else {
       // `_named_members` uses [(prefix, self)]: no named_modules call.
       py::object dict = checked_instance_dict(root.ptr(), query.root_keeps | kReadsDicts);
-      add_members(dict.ptr(), query.leaves, path, member_memo, query.remove_duplicate, results);
+      add_members(dict.ptr(), true, query.leaves, path, member_memo, query.remove_duplicate,
+                  results);
     }
     return results.to_list();
   } catch (const HandBack&) {
@@ -343,7 +349,7 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
     Results results(query.with_names, scratch);
     bool at_root = true;
     walk_tree(root.ptr(), query.root_keeps, path, memo, query.remove_duplicate, scratch,
-              [&](PyObject* module, PyObject*) {
+              [&](PyObject* module, PyObject*, bool) {
                 PyObject* name = nullptr;
                 if (query.with_names) {
                   // The root is yielded under the prefix object itself.
@@ -370,7 +376,7 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
 std::optional<py::list> walk_children(py::handle root, bool with_names, AttributeMask root_keeps) {
   try {
     py::object dict = checked_instance_dict(root.ptr(), root_keeps | kReadsDicts);
-    py::object children = exact_dict_item(dict.ptr(), kModulesDict);
+    py::object children = exact_dict_entry(dict.ptr(), InstanceEntry::modules);
     PointerSet memo;
     Scratch scratch;
     Results results(with_names, scratch);

@@ -1,18 +1,12 @@
 #pragma once
 
-// Prefetching for walks over large module trees.
+// Prefetching for walks over large module trees (see walk_size.h).
 
 #include <Python.h>
 
 #include <cstddef>
 
 namespace torchwalk {
-
-// Large trees are bound by cache misses chasing module -> instance dict ->
-// `_modules` -> child pointers; small ones sit in cache, where prefetching
-// only costs. So the walk starts prefetching once it has entered this many
-// modules.
-inline constexpr size_t kPrefetchAfterModules = 512;
 
 // Asks for the cache lines of every child's object header (and the words
 // before it, where CPython keeps the managed dict pointer).

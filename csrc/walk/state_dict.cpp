@@ -10,9 +10,11 @@
 #include "walk/detached_tensor.h"
 #include "walk/gc_pause.h"
 #include "walk/hand_back.h"
+#include "walk/instance_dict.h"
 #include "walk/name_text.h"
 #include "walk/pointer_set.h"
 #include "walk/prefetch.h"
+#include "walk/walk_size.h"
 
 namespace torchwalk {
 namespace {
@@ -21,9 +23,6 @@ struct Names {
   PyObject* version = PyUnicode_InternFromString("_version");
   PyObject* version_key = PyUnicode_InternFromString("version");
   PyObject* metadata = PyUnicode_InternFromString("_metadata");
-  PyObject* pre_hooks = PyUnicode_InternFromString("_state_dict_pre_hooks");
-  PyObject* post_hooks = PyUnicode_InternFromString("_state_dict_hooks");
-  PyObject* non_persistent = PyUnicode_InternFromString("_non_persistent_buffers_set");
   // The keywords of PyTorch's call on a child: state_dict(destination=,
   // prefix=, keep_vars=).
   PyObject* child_call_keywords = Py_BuildValue("(sss)", "destination", "prefix", "keep_vars");
@@ -113,36 +112,26 @@ struct InstanceEntries {
   bool shadows_method = false;  // `state_dict` or `_save_to_state_dict` is set on the instance
 };
 
-// `dict[name]`, owned (a later lookup can run a key's __eq__, which can change
-// the dict), or null when absent; a hand-back when a key's __eq__ raised.
-py::object dict_item(PyObject* dict, PyObject* name) {
-  PyObject* found = PyDict_GetItemWithError(dict, name);
-  if (found == nullptr && PyErr_Occurred()) {  // let PyTorch meet the error itself
-    PyErr_Clear();
-    hand_back();
-  }
-  return py::reinterpret_borrow<py::object>(found);
-}
-
 // The entries, by one lookup each, stopping at the first that hands back.
 // (One PyDict_Next pass over the instance dict, comparing interned keys by
 // pointer, was measured: a module's dict holds about 25 entries, so the pass
 // ran 1.5x the instructions of these lookups, and touched the same lines.)
-void look_up_instance_dict(PyObject* dict, InstanceEntries& entries) {
-  if (!instance_keeps(dict, mask_of(kStateDict, kSaveToStateDict))) {
+void look_up_instance_dict(PyObject* dict, bool remember, InstanceEntries& entries) {
+  if (!instance_keeps(dict, mask_of(kStateDict, kSaveToStateDict), remember)) {
     entries.shadows_method = true;
     return;
   }
-  for (PyObject* hooks_name : {names().pre_hooks, names().post_hooks}) {
-    if (!is_empty_hook_dict(dict_item(dict, hooks_name).ptr())) {
+  for (InstanceEntry hooks :
+       {InstanceEntry::state_dict_pre_hooks, InstanceEntry::state_dict_hooks}) {
+    if (!is_empty_hook_dict(instance_entry(dict, hooks, remember).ptr())) {
       entries.has_hooks = true;
       return;
     }
   }
-  entries.parameters = dict_item(dict, attribute_name(kParametersDict));
-  entries.buffers = dict_item(dict, attribute_name(kBuffersDict));
-  entries.children = dict_item(dict, attribute_name(kModulesDict));
-  entries.has_version = static_cast<bool>(dict_item(dict, names().version));
+  entries.parameters = instance_entry(dict, InstanceEntry::parameters, remember);
+  entries.buffers = instance_entry(dict, InstanceEntry::buffers, remember);
+  entries.children = instance_entry(dict, InstanceEntry::modules, remember);
+  entries.has_version = static_cast<bool>(instance_entry(dict, InstanceEntry::version, remember));
 }
 
 // `module._version`: read from the class when the instance dict has no such
@@ -161,8 +150,9 @@ py::object version_of(PyObject* module, bool instance_has_version) {
 // The module's state when PyTorch's state_dict on it would be exactly what
 // the fast path does (no hooks, no overrides, plain dicts and names), else
 // std::nullopt. Reads only: nothing has been written when it declines.
+// `remember`: whether the walk is small enough to read through the memo.
 std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
-                                       bool module_class_keeps_extra_state) {
+                                       bool module_class_keeps_extra_state, bool remember) {
   try {
     ModuleState state;
     state.module = py::reinterpret_borrow<py::object>(module);
@@ -172,11 +162,11 @@ std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
       return std::nullopt;
     }
     py::object dict = instance_dict(module);
-    if (!instance_keeps(dict.ptr(), keeps)) {  // the root's extra methods; none for children
+    if (!instance_keeps(dict.ptr(), keeps, remember)) {  // the root's extra methods
       return std::nullopt;
     }
     InstanceEntries entries;
-    look_up_instance_dict(dict.ptr(), entries);
+    look_up_instance_dict(dict.ptr(), remember, entries);
     if (entries.shadows_method || entries.has_hooks) {
       return std::nullopt;
     }
@@ -191,7 +181,8 @@ std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
     check_names(state.parameters.ptr());
     check_names(state.children.ptr());
     if (check_names(state.buffers.ptr()) > 0) {
-      py::object non_persistent = dict_item(dict.ptr(), names().non_persistent);
+      py::object non_persistent =
+          instance_entry(dict.ptr(), InstanceEntry::non_persistent_buffers, remember);
       if (!non_persistent || !(PySet_CheckExact(non_persistent.ptr()) ||
                                PyFrozenSet_CheckExact(non_persistent.ptr()))) {
         return std::nullopt;
@@ -339,12 +330,13 @@ class StateDictWalk {
       }
       auto owned_name = py::reinterpret_borrow<py::object>(name);
       auto owned_child = py::reinterpret_borrow<py::object>(child);
-      if (modules_entered_ > kPrefetchAfterModules) {
+      if (modules_entered_ > kLargeWalkModules) {
         prefetch_next_siblings(top.children.ptr(), top.cursor);
       }
       prefix_.truncate(top.prefix_length);
       prefix_.descend(name);
-      std::optional<ModuleState> state = read_module(child, 0, module_class_keeps_extra_state_);
+      std::optional<ModuleState> state = read_module(child, 0, module_class_keeps_extra_state_,
+                                                     modules_entered_ <= kLargeWalkModules);
       if (!state) {
         hand_to_pytorch(child);
         continue;
@@ -366,7 +358,7 @@ class StateDictWalk {
       return;
     }
     ancestors_.insert(state.module.ptr());
-    if (++modules_entered_ > kPrefetchAfterModules) {
+    if (++modules_entered_ > kLargeWalkModules) {
       prefetch_children(state.children.ptr());
     }
     stack_.push_back(Frame{state.module, state.children, 0, size, prefix_.length()});
@@ -503,7 +495,7 @@ std::optional<py::object> walk_state_dict(py::handle root, const StateDictQuery&
   }
   bool module_class_keeps_extra_state = facts_of(module_class()).keeps(mask_of(kGetExtraState));
   std::optional<ModuleState> root_state =
-      read_module(root.ptr(), query.root_keeps, module_class_keeps_extra_state);
+      read_module(root.ptr(), query.root_keeps, module_class_keeps_extra_state, true);
   if (!root_state) {
     return std::nullopt;
   }
