@@ -8,6 +8,7 @@ seed's networks are walked both ways and compared item by item.
 from __future__ import annotations
 
 import inspect
+import pickle
 
 import pytest
 import torch
@@ -196,3 +197,12 @@ def test_signature_is_the_methods_with_the_module_first(name: str) -> None:
     assert [(p.name, p.kind, p.default) for p in ours[1:]] == [
         (p.name, p.kind, p.default) for p in theirs[1:]
     ]
+
+
+@pytest.mark.parametrize("name", [*DROPIN_NAMES, "state_dict"])
+def test_drop_ins_pickle_by_name_and_say_what_they_are(name: str) -> None:
+    dropin = getattr(tw, name)
+    assert pickle.loads(pickle.dumps(dropin)) is dropin
+    assert dropin.__name__ == name and dropin.__module__ == "torchwalk.dropin"
+    assert dropin.__doc__ and f"module.{name}(" in dropin.__doc__
+    assert name in repr(dropin)

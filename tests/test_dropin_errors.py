@@ -166,6 +166,46 @@ def test_type_error_leaves_no_exception_set() -> None:
         assert [n for n, _ in tw.named_parameters(net)] == [n for n, _ in net.named_parameters()]
 
 
+# --- calls Python refuses to bind: Python's own error, as with the method ------------
+
+BADLY_BOUND_CALLS = {
+    "too many positional arguments": (tuple(range(5)), {}),
+    "an unknown keyword": ((), {"bogus": 1}),
+    "the module given twice": ((), {"self": "the module again"}),
+}
+EVERY_DROPIN = ["state_dict", *(name for name, _ in DROPINS)]
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        (name, call)
+        for name in EVERY_DROPIN
+        for call in BADLY_BOUND_CALLS
+        # state_dict takes *args (deprecated positional destination, prefix, keep_vars)
+        if not (name == "state_dict" and call == "too many positional arguments")
+    ],
+)
+def test_arguments_python_cannot_bind_raise_the_methods_type_error(name: str, call: str) -> None:
+    """The C++ entrance leaves such calls to Python: the same TypeError as the
+    method's, naming the function (``Module.named_modules()`` vs ``named_modules()``)."""
+    net = network()
+    args, kwargs = BADLY_BOUND_CALLS[call]
+    ours_kwargs = {("module" if key == "self" else key): value for key, value in kwargs.items()}
+    with pytest.raises(TypeError) as theirs:
+        getattr(nn.Module, name)(net, *args, **kwargs)
+    with pytest.raises(TypeError) as ours:
+        getattr(tw, name)(net, *args, **ours_kwargs)
+    their_words = str(theirs.value).split("() ", 1)[1].replace("'self'", "'module'")
+    assert str(ours.value).split("() ", 1)[1] == their_words
+
+
+@pytest.mark.parametrize("name", EVERY_DROPIN)
+def test_a_missing_module_raises_type_error(name: str) -> None:
+    with pytest.raises(TypeError, match=r"missing \d required positional arguments?: 'module'"):
+        getattr(tw, name)()
+
+
 # --- odd arguments: whatever PyTorch does with them ------------------------------------
 
 

@@ -1,8 +1,8 @@
 // The Python module torchwalk._C: every binding in one place.
 //
 // The drop-in walkers return an iterator over a list, or None when PyTorch
-// itself must answer
-// (python/torchwalk/dropin.py then calls the module's own method). Each one
+// itself must answer (the drop-in, a DropIn of python/torchwalk/dropin.py,
+// then runs its Python body, which calls the module's own method). Each one
 // names the root's methods that the PyTorch call it replaces goes through.
 //
 // They run at every optimizer step and gradient clip, often on small models,
@@ -16,6 +16,7 @@
 #include <string>
 #include <type_traits>
 
+#include "bindings/drop_in.h"
 #include "bindings/tensor_unpack.h"
 #include "stats/tensor_stats.h"
 #include "storage/tie_groups.h"
@@ -403,4 +404,5 @@ PYBIND11_MODULE(_C, m) {
   if (PyModule_AddFunctions(m.ptr(), fast_functions) != 0) {
     throw py::error_already_set();
   }
+  add_drop_in_type(m.ptr());
 }

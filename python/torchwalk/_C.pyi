@@ -4,7 +4,7 @@ The walkers return an iterator over what the nn.Module method of the same
 name yields, or None when PyTorch itself must answer (see dropin.py).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -37,6 +37,16 @@ def children(module: nn.Module, /) -> Iterator[nn.Module] | None: ...
 def get_submodule(module: nn.Module, target: str, /) -> nn.Module | None: ...
 def get_parameter(module: nn.Module, target: str, /) -> nn.Parameter | None: ...
 def get_buffer(module: nn.Module, target: str, /) -> torch.Tensor | None: ...
+
+# A Python function with one of the walkers above in front of it: called like
+# `function`, it answers with `walker(every parameter, in order)` and runs
+# `function` when the walker answers None or the arguments are not plainly
+# bound (see csrc/bindings/drop_in.h). Binds as a method on a class.
+class DropIn:
+    __wrapped__: Callable[..., Any]
+    def __init__(self, walker: Callable[..., Any], function: Callable[..., Any]) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None) -> Any: ...
 
 # The destination filled as `module.state_dict(destination=, prefix=,
 # keep_vars=)` fills it (a new OrderedDict with `_metadata` for None), or None

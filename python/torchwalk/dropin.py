@@ -2,11 +2,13 @@
 
 Each function takes the module first and otherwise has the signature,
 defaults, results (the very same objects, in the same order) and errors of the
-``torch.nn.Module`` method of the same name. The walk runs in C++; when a
-class on the way overrides part of PyTorch's traversal (``named_modules``,
-``_named_members``, ``__hash__``, ``__getattr__``, ...), or anything else
-could make the fast path differ, the call is handed to the module's own
-method, so the answer is PyTorch's.
+``torch.nn.Module`` method of the same name. The walk runs in C++, called
+straight from the call (each function is a ``_C.DropIn``: no Python frame on
+the way); when a class on the way overrides part of PyTorch's traversal
+(``named_modules``, ``_named_members``, ``__hash__``, ``__getattr__``, ...),
+or anything else could make the fast path differ, the walker declines and the
+function's body runs: it hands the call to the module's own method, so the
+answer is PyTorch's.
 
 Differences that remain by design: the iterators are built eagerly (the walk
 has finished before the first item is returned), and a module cycle walked
@@ -18,9 +20,10 @@ an override's own defaults apply, as they would to a direct call).
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -49,6 +52,23 @@ _C.configure(
 )
 
 
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def _walked_by(walker: Callable[..., Any]) -> Callable[[_Function], _Function]:
+    """Put the C++ ``walker`` in front of the decorated function (see ``_C.DropIn``).
+
+    The drop-in is called like the function, and answers with ``walker``; the
+    function's body runs only when the walker declines (it returns None), and
+    so says what PyTorch answers then.
+    """
+
+    def drop_in(function: _Function) -> _Function:
+        return cast(_Function, functools.update_wrapper(_C.DropIn(walker, function), function))
+
+    return drop_in
+
+
 def _given(**arguments: tuple[Any, Any]) -> dict[str, Any]:
     """The ``(value, default)`` pairs whose value is not the default, as keywords.
 
@@ -62,6 +82,7 @@ def _given(**arguments: tuple[Any, Any]) -> dict[str, Any]:
     }
 
 
+@_walked_by(_C.named_parameters)
 def named_parameters(
     module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[tuple[str, nn.Parameter]]:
@@ -87,18 +108,16 @@ def named_parameters(
         >>>     if name in ['bias']:
         >>>         print(param.size())
     """
-    found = _C.named_parameters(module, prefix, recurse, remove_duplicate)
-    if found is None:
-        return module.named_parameters(
-            **_given(
-                prefix=(prefix, ""),
-                recurse=(recurse, True),
-                remove_duplicate=(remove_duplicate, True),
-            )
+    return module.named_parameters(
+        **_given(
+            prefix=(prefix, ""),
+            recurse=(recurse, True),
+            remove_duplicate=(remove_duplicate, True),
         )
-    return found
+    )
 
 
+@_walked_by(_C.parameters)
 def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter]:
     r"""Return an iterator over module parameters.
 
@@ -117,12 +136,10 @@ def parameters(module: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter
 
         >>> optimizer = torch.optim.AdamW(tw.parameters(model), lr=1e-3)
     """
-    found = _C.parameters(module, recurse)
-    if found is None:
-        return module.parameters(**_given(recurse=(recurse, True)))
-    return found
+    return module.parameters(**_given(recurse=(recurse, True)))
 
 
+@_walked_by(_C.named_buffers)
 def named_buffers(
     module: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[tuple[str, torch.Tensor]]:
@@ -148,18 +165,16 @@ def named_buffers(
         >>>     if name in ['running_var']:
         >>>         print(buf.size())
     """
-    found = _C.named_buffers(module, prefix, recurse, remove_duplicate)
-    if found is None:
-        return module.named_buffers(
-            **_given(
-                prefix=(prefix, ""),
-                recurse=(recurse, True),
-                remove_duplicate=(remove_duplicate, True),
-            )
+    return module.named_buffers(
+        **_given(
+            prefix=(prefix, ""),
+            recurse=(recurse, True),
+            remove_duplicate=(remove_duplicate, True),
         )
-    return found
+    )
 
 
+@_walked_by(_C.buffers)
 def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
     r"""Return an iterator over module buffers.
 
@@ -174,12 +189,10 @@ def buffers(module: nn.Module, recurse: bool = True) -> Iterator[torch.Tensor]:
     Yields:
         torch.Tensor: module buffer
     """
-    found = _C.buffers(module, recurse)
-    if found is None:
-        return module.buffers(**_given(recurse=(recurse, True)))
-    return found
+    return module.buffers(**_given(recurse=(recurse, True)))
 
 
+@_walked_by(_C.named_modules)
 def named_modules(
     module: nn.Module,
     memo: set[nn.Module] | None = None,
@@ -205,16 +218,12 @@ def named_modules(
         RecursionError: if the module graph has a cycle and ``remove_duplicate``
             is False (PyTorch recurses until the interpreter's limit).
     """
-    found = _C.named_modules(module, memo, prefix, remove_duplicate)
-    if found is None:
-        return module.named_modules(  # type: ignore[no-any-return]
-            **_given(
-                memo=(memo, None), prefix=(prefix, ""), remove_duplicate=(remove_duplicate, True)
-            )
-        )
-    return found
+    return module.named_modules(  # type: ignore[no-any-return]
+        **_given(memo=(memo, None), prefix=(prefix, ""), remove_duplicate=(remove_duplicate, True))
+    )
 
 
+@_walked_by(_C.modules)
 def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
     r"""Return an iterator over all modules in the network.
 
@@ -228,12 +237,10 @@ def modules(module: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Mod
     Yields:
         Module: a module in the network
     """
-    found = _C.modules(module, remove_duplicate)
-    if found is None:
-        return module.modules(**_given(remove_duplicate=(remove_duplicate, True)))
-    return found
+    return module.modules(**_given(remove_duplicate=(remove_duplicate, True)))
 
 
+@_walked_by(_C.named_children)
 def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     r"""Return an iterator over immediate children modules, yielding both the name and the module.
 
@@ -242,12 +249,10 @@ def named_children(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     Yields:
         (str, Module): Tuple containing a name and child module
     """
-    found = _C.named_children(module)
-    if found is None:
-        return module.named_children()
-    return found
+    return module.named_children()
 
 
+@_walked_by(_C.children)
 def children(module: nn.Module) -> Iterator[nn.Module]:
     r"""Return an iterator over immediate children modules.
 
@@ -256,12 +261,10 @@ def children(module: nn.Module) -> Iterator[nn.Module]:
     Yields:
         Module: a child module
     """
-    found = _C.children(module)
-    if found is None:
-        return module.children()
-    return found
+    return module.children()
 
 
+@_walked_by(_C.get_submodule)
 def get_submodule(module: nn.Module, target: str) -> nn.Module:
     r"""Return the submodule given by ``target`` if it exists, otherwise throw an error.
 
@@ -280,12 +283,10 @@ def get_submodule(module: nn.Module, target: str) -> nn.Module:
             the target string the (sub)path resolves to a non-existent
             attribute name or an object that is not an instance of ``nn.Module``.
     """
-    found = _C.get_submodule(module, target)
-    if found is None:
-        return module.get_submodule(target)
-    return found
+    return module.get_submodule(target)
 
 
+@_walked_by(_C.get_parameter)
 def get_parameter(module: nn.Module, target: str) -> nn.Parameter:
     r"""Return the parameter given by ``target`` if it exists, otherwise throw an error.
 
@@ -304,12 +305,10 @@ def get_parameter(module: nn.Module, target: str) -> nn.Parameter:
             path or resolves to something that is not an
             ``nn.Parameter``
     """
-    found = _C.get_parameter(module, target)
-    if found is None:
-        return module.get_parameter(target)
-    return found
+    return module.get_parameter(target)
 
 
+@_walked_by(_C.get_buffer)
 def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
     r"""Return the buffer given by ``target`` if it exists, otherwise throw an error.
 
@@ -328,10 +327,7 @@ def get_buffer(module: nn.Module, target: str) -> torch.Tensor:
             path or resolves to something that is not a
             buffer
     """
-    found = _C.get_buffer(module, target)
-    if found is None:
-        return module.get_buffer(target)
-    return found
+    return module.get_buffer(target)
 
 
 def _state_dict_arguments(
@@ -356,6 +352,7 @@ def _state_dict_arguments(
     return destination, prefix, keep_vars
 
 
+@_walked_by(_C.state_dict)
 def state_dict(
     module: nn.Module,
     *args: Any,
@@ -393,6 +390,9 @@ def state_dict(
 
         >>> torch.save(tw.state_dict(model), "checkpoint.pt")
     """
+    # Reached with the deprecated positional arguments, which the C++ entrance
+    # leaves to Python, or when the walker declined the root (the only place
+    # where it declines: a child it cannot save is saved by its own method).
     destination, prefix, keep_vars = _state_dict_arguments(args, destination, prefix, keep_vars)
     found = _C.state_dict(module, destination, prefix, keep_vars)
     if found is None:
