@@ -168,6 +168,27 @@ def test_walks_handed_back_to_pytorch_leak_nothing() -> None:
     assert refcounts(root) == before
 
 
+def test_iterators_dropped_unfinished_or_in_cycles_release_their_items() -> None:
+    """The drop-ins' iterators own what they have not yielded yet: dropping
+    one half-way, or leaving one in a reference cycle, must release the rest."""
+    root = large_tree(blocks=50)
+    walks = every_walk(root)[:10]  # the iterator walks
+    gc.collect()
+    before = refcounts(root)
+    for walk in walks:
+        items = walk()
+        hint = items.__length_hint__()
+        next(items)
+        assert items.__length_hint__() == hint - 1
+        del items
+        cycle = nn.Module()
+        cycle.walked = walk()  # a module holding its own walk: module -> iterator -> module
+        cycle.walked_self = tw.modules(cycle)
+        del cycle
+    gc.collect()
+    assert refcounts(root) == before
+
+
 THREADS = 8
 
 

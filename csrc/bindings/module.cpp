@@ -14,7 +14,6 @@
 
 #include <memory>
 #include <string>
-#include <type_traits>
 
 #include "bindings/drop_in.h"
 #include "bindings/tensor_unpack.h"
@@ -53,9 +52,10 @@ bool truth(py::handle flag) {
   return value != 0;
 }
 
-std::optional<py::list> members(const char* function, py::handle module, Leaves leaves,
-                                py::handle prefix, py::handle recurse, py::handle remove_duplicate,
-                                bool with_names, AttributeMask root_keeps) {
+std::optional<py::object> members(const char* function, py::handle module, Leaves leaves,
+                                  py::handle prefix, py::handle recurse,
+                                  py::handle remove_duplicate, bool with_names,
+                                  AttributeMask root_keeps) {
   require_module(module, function);
   return walk_members(module, MemberQuery{leaves, prefix, truth(recurse), truth(remove_duplicate),
                                           with_names, root_keeps | mask_of(kNamedMembers)});
@@ -77,11 +77,7 @@ PyObject* fast_call(const char* function, Arguments args, Py_ssize_t nargs, Walk
     if (!found) {
       Py_RETURN_NONE;
     }
-    if constexpr (std::is_same_v<decltype(found), std::optional<py::list>>) {
-      return PyObject_GetIter(found->ptr());  // the drop-ins return iterators, as PyTorch
-    } else {
-      return found->release().ptr();
-    }
+    return found->release().ptr();
   } catch (py::error_already_set& error) {
     error.restore();
   } catch (py::builtin_exception& error) {

@@ -11,6 +11,7 @@
 #include "walk/cycle_error.h"
 #include "walk/gc_pause.h"
 #include "walk/hand_back.h"
+#include "walk/handover_iterator.h"
 #include "walk/instance_dict.h"
 #include "walk/name_text.h"
 #include "walk/pointer_set.h"
@@ -134,7 +135,7 @@ class Scratch {
 };
 
 // What the generator would yield, held as owned references until the end of
-// the walk, when it becomes one list. Owned, because Python code can run
+// the walk, when it becomes the iterator the drop-in returns. Owned, because Python code can run
 // during a walk (a key's __eq__ in an instance dict lookup, the garbage
 // collector when CPython creates an instance dict) and change the tree.
 class Results {
@@ -160,13 +161,18 @@ class Results {
 
   bool with_names() const { return with_names_; }
 
-  py::list to_list() {
+  // The items, as the iterator the drop-ins return (see handover_iterator.h).
+  py::object to_iterator() {
     // Tens of thousands of new tuples would trigger dozens of collections,
     // each traversing the whole model; pausing the collector makes it run
     // once afterwards instead.
     GarbageCollectorPause pause;
     size_t stride = with_names_ ? 2 : 1;
-    py::list list(items_.size() / stride);
+    auto iterator = py::reinterpret_steal<py::object>(
+        new_handover_iterator(static_cast<Py_ssize_t>(items_.size() / stride)));
+    if (!iterator) {
+      throw py::error_already_set();
+    }
     for (size_t i = 0, j = 0; i < items_.size(); i += stride, ++j) {
       PyObject* entry = items_[i];
       if (with_names_) {
@@ -179,9 +185,9 @@ class Results {
       } else {
         items_[i] = nullptr;
       }
-      PyList_SET_ITEM(list.ptr(), static_cast<Py_ssize_t>(j), entry);
+      set_handover_item(iterator.ptr(), static_cast<Py_ssize_t>(j), entry);
     }
-    return list;
+    return iterator;
   }
 
  private:
@@ -304,7 +310,7 @@ void add_members(PyObject* instance_dict, bool remember, Leaves leaves, PathBuff
 
 }  // namespace
 
-std::optional<py::list> walk_members(py::handle root, const MemberQuery& query) {
+std::optional<py::object> walk_members(py::handle root, const MemberQuery& query) {
   try {
     PathBuffer path(query.prefix.ptr());
     PointerSet member_memo;
@@ -323,13 +329,13 @@ std::optional<py::list> walk_members(py::handle root, const MemberQuery& query) 
       add_members(dict.ptr(), true, query.leaves, path, member_memo, query.remove_duplicate,
                   results);
     }
-    return results.to_list();
+    return results.to_iterator();
   } catch (const HandBack&) {
     return std::nullopt;
   }
 }
 
-std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) {
+std::optional<py::object> walk_modules(py::handle root, const ModuleQuery& query) {
   try {
     PointerSet memo;
     if (!query.memo.is_none()) {
@@ -358,10 +364,11 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
                 at_root = false;
                 results.add(name, module);
               });
-    py::list found = results.to_list();
+    py::object found = results.to_iterator();
     if (!query.memo.is_none() && query.remove_duplicate) {
-      for (py::handle module : found) {
-        PyObject* visited = query.with_names ? PyTuple_GET_ITEM(module.ptr(), 1) : module.ptr();
+      for (Py_ssize_t i = 0; i < handover_size(found.ptr()); ++i) {
+        PyObject* item = handover_item(found.ptr(), i);
+        PyObject* visited = query.with_names ? PyTuple_GET_ITEM(item, 1) : item;
         if (PySet_Add(query.memo.ptr(), visited) != 0) {
           throw py::error_already_set();
         }
@@ -373,7 +380,8 @@ std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query) 
   }
 }
 
-std::optional<py::list> walk_children(py::handle root, bool with_names, AttributeMask root_keeps) {
+std::optional<py::object> walk_children(py::handle root, bool with_names,
+                                        AttributeMask root_keeps) {
   try {
     py::object dict = checked_instance_dict(root.ptr(), root_keeps | kReadsDicts);
     py::object children = exact_dict_entry(dict.ptr(), InstanceEntry::modules);
@@ -394,7 +402,7 @@ std::optional<py::list> walk_children(py::handle root, bool with_names, Attribut
         results.add(with_names ? Py_NewRef(name) : nullptr, child);
       }
     }
-    return results.to_list();
+    return results.to_iterator();
   } catch (const HandBack&) {
     return std::nullopt;
   }

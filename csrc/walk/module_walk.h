@@ -2,8 +2,8 @@
 
 // The C++ versions of nn.Module's traversal generators.
 //
-// Each function returns, as a list, exactly what the PyTorch generator of the
-// same name yields (`(name, object)` tuples, or the bare objects when
+// Each function returns, as an iterator (handover_iterator.h), exactly what
+// the PyTorch generator of the same name yields (`(name, object)` tuples, or the bare objects when
 // `with_names` is false), or std::nullopt when some class on the way
 // overrides part of PyTorch's traversal (see class_check.h): the caller then
 // lets PyTorch answer.
@@ -38,13 +38,13 @@ struct ModuleQuery {
 };
 
 // `named_parameters` / `parameters` / `named_buffers` / `buffers`.
-std::optional<py::list> walk_members(py::handle root, const MemberQuery& query);
+std::optional<py::object> walk_members(py::handle root, const MemberQuery& query);
 
 // `named_modules` / `modules`. Raises RecursionError for a module cycle
 // walked with remove_duplicate=False (PyTorch recurses until the stack ends).
-std::optional<py::list> walk_modules(py::handle root, const ModuleQuery& query);
+std::optional<py::object> walk_modules(py::handle root, const ModuleQuery& query);
 
 // `named_children` / `children`.
-std::optional<py::list> walk_children(py::handle root, bool with_names, AttributeMask root_keeps);
+std::optional<py::object> walk_children(py::handle root, bool with_names, AttributeMask root_keeps);
 
 }  // namespace torchwalk
