@@ -161,6 +161,10 @@ class Results {
 
   bool with_names() const { return with_names_; }
 
+  size_t size() const { return items_.size() / (with_names_ ? 2 : 1); }
+
+  void reserve(size_t count) { items_.reserve(count * (with_names_ ? 2 : 1)); }
+
   // The items, as the iterator the drop-ins return (see handover_iterator.h).
   py::object to_iterator() {
     // Tens of thousands of new tuples would trigger dozens of collections,
@@ -196,6 +200,10 @@ class Results {
   bool with_names_;
   std::pmr::vector<PyObject*> items_;  // owned; name, value, name, value, ... or values
 };
+
+// The sizes of recent walks, by root (read and written with the GIL held).
+WalkSizeHints member_walk_sizes;
+WalkSizeHints module_walk_sizes;
 
 // One module whose children are being walked.
 struct Frame {
@@ -317,12 +325,17 @@ std::optional<py::object> walk_members(py::handle root, const MemberQuery& query
     Scratch scratch;
     Results results(query.with_names, scratch);
     if (query.recurse) {
+      WalkSize expected = member_walk_sizes.last(root.ptr());
       PointerSet module_memo;
+      module_memo.reserve(expected.modules);
+      member_memo.reserve(expected.items);
+      results.reserve(expected.items);
       walk_tree(root.ptr(), query.root_keeps, path, module_memo, query.remove_duplicate, scratch,
                 [&](PyObject*, PyObject* instance_dict, bool remember) {
                   add_members(instance_dict, remember, query.leaves, path, member_memo,
                               query.remove_duplicate, results);
                 });
+      member_walk_sizes.remember(root.ptr(), WalkSize{module_memo.size(), results.size()});
     } else {
       // `_named_members` uses [(prefix, self)]: no named_modules call.
       py::object dict = checked_instance_dict(root.ptr(), query.root_keeps | kReadsDicts);
@@ -350,9 +363,12 @@ std::optional<py::object> walk_modules(py::handle root, const ModuleQuery& query
         memo.insert(seen.ptr());
       }
     }
+    WalkSize expected = module_walk_sizes.last(root.ptr());
+    memo.reserve(memo.size() + expected.modules);
     PathBuffer path(query.prefix.ptr());
     Scratch scratch;
     Results results(query.with_names, scratch);
+    results.reserve(expected.items);
     bool at_root = true;
     walk_tree(root.ptr(), query.root_keeps, path, memo, query.remove_duplicate, scratch,
               [&](PyObject* module, PyObject*, bool) {
@@ -364,6 +380,7 @@ std::optional<py::object> walk_modules(py::handle root, const ModuleQuery& query
                 at_root = false;
                 results.add(name, module);
               });
+    module_walk_sizes.remember(root.ptr(), WalkSize{results.size(), results.size()});
     py::object found = results.to_iterator();
     if (!query.memo.is_none() && query.remove_duplicate) {
       for (Py_ssize_t i = 0; i < handover_size(found.ptr()); ++i) {

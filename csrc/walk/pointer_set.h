@@ -68,6 +68,17 @@ class PointerSet {
 
   size_t size() const { return count_; }
 
+  // Makes room for `count` entries without growing again.
+  void reserve(size_t count) {
+    size_t capacity = capacity_;
+    while (2 * count > capacity) {
+      capacity *= 2;
+    }
+    if (capacity != capacity_) {
+      rehash(capacity);
+    }
+  }
+
  private:
   size_t home_slot(const void* address) const {
     // Fibonacci hashing: addresses are 16-byte aligned, the high bits of the
@@ -81,7 +92,7 @@ class PointerSet {
     slots_ = heap_slots_.data();
     capacity_ = capacity;
     mask_ = capacity - 1;
-    --shift_;
+    shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(capacity));
     count_ = 0;
     for (const void* address : entries) {
       if (address != nullptr) {

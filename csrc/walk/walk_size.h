@@ -1,6 +1,9 @@
 #pragma once
 
+#include <Python.h>
+
 #include <cstddef>
+#include <cstdint>
 
 namespace torchwalk {
 
@@ -13,5 +16,39 @@ namespace torchwalk {
 // through the instance-dict memo (instance_dict.h, which it could only
 // overwrite).
 inline constexpr size_t kLargeWalkModules = 512;
+
+// How large a walk was: the modules it entered and the items it yielded.
+struct WalkSize {
+  size_t modules = 0;
+  size_t items = 0;
+};
+
+// A walk that sizes its identity sets and its result list for what it will
+// find never grows them: growing a set of 60,000 modules by doubling inserts
+// every entry about twice more. So each walk remembers its size by root, and
+// the next walk from that root starts at that size. Only a hint: a model
+// created where an earlier one was costs some capacity, nothing else.
+class WalkSizeHints {
+ public:
+  WalkSize last(PyObject* root) const {
+    const Entry& entry = entries_[slot(root)];
+    return entry.root == root ? entry.size : WalkSize{};
+  }
+
+  void remember(PyObject* root, WalkSize size) { entries_[slot(root)] = Entry{root, size}; }
+
+ private:
+  struct Entry {
+    PyObject* root = nullptr;  // an identity, never dereferenced
+    WalkSize size;
+  };
+  static constexpr unsigned kBits = 4;
+
+  static size_t slot(PyObject* root) {
+    return (reinterpret_cast<uintptr_t>(root) * 0x9E3779B97F4A7C15ull) >> (64 - kBits);
+  }
+
+  Entry entries_[size_t{1} << kBits];
+};
 
 }  // namespace torchwalk
