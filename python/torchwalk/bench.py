@@ -29,8 +29,9 @@ from torch import nn
 import torchwalk as tw
 from torchwalk import zoo
 
-MIN_SAMPLES = 7
-"""The fewest samples taken of each call, however long it runs."""
+MIN_SAMPLES = 15
+"""The fewest samples taken of each call, however long it runs (on a shared
+machine, a median of 7 calls of a large model still moved by a tenth between runs)."""
 
 MAX_SAMPLES = 201
 """The most samples taken of each call, however short it runs."""
