@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bindings/drop_in.h"
 #include "bindings/tensor_unpack.h"
@@ -22,6 +23,7 @@
 #include "tree/tree_records.h"
 #include "walk/attribute_path.h"
 #include "walk/class_check.h"
+#include "walk/gc_pause.h"
 #include "walk/module_walk.h"
 #include "walk/state_dict.h"
 
@@ -354,8 +356,12 @@ void bind_stats(py::module_& m) {
   m.def(
       "tensor_stats",
       [](py::list tensors, const std::string& path) {
+        std::vector<TensorStats> found = stats_of_tensor_list(tensors.ptr(), stats_path(path));
+        // Ten thousand new rows would trigger a dozen collections (see
+        // gc_pause.h): one afterwards instead.
+        GarbageCollectorPause pause;
         py::list rows;
-        for (const TensorStats& stats : stats_of_tensor_list(tensors.ptr(), stats_path(path))) {
+        for (const TensorStats& stats : found) {
           rows.append(stats_to_python(stats));
         }
         return rows;
