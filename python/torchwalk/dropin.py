@@ -59,8 +59,9 @@ def _walked_by(walker: Callable[..., Any]) -> Callable[[_Function], _Function]:
     """Put the C++ ``walker`` in front of the decorated function (see ``_C.DropIn``).
 
     The drop-in is called like the function, and answers with ``walker``; the
-    function's body runs only when the walker declines (it returns None), and
-    so says what PyTorch answers then.
+    function itself runs only when the walker declines (returns None), so its
+    body says what PyTorch answers then, or when the arguments need Python to
+    bind them (an unknown keyword, too many arguments: Python's own error).
     """
 
     def drop_in(function: _Function) -> _Function:
