@@ -156,6 +156,34 @@ def test_special_values(dtype: torch.dtype, special: str, path: str) -> None:
         assert_matches(stats_of([alone], path)[0], expected("t0", alone))
 
 
+SPECIAL_PLACES = {
+    "first row": [(0, 0)],
+    "later rows": [(10, 3), (20, 49), (40, 7)],  # the sums stay NaN after the first
+    "row tails": [(row, 49) for row in range(0, 60, 7)],  # past the last group of 8
+    "every element": [(row, column) for row in range(60) for column in range(50)],
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("places", list(SPECIAL_PLACES))
+def test_nans_and_infinities_in_views_are_each_counted_once(
+    dtype: torch.dtype, places: str, path: str
+) -> None:
+    """The kernel counts them in a second look at the rows whose sums turned
+    NaN or infinite, never in the first: every row of a view where they
+    appear must be counted once, whatever came before it."""
+    specials = [float("nan"), float("inf"), float("-inf")]
+    for kinds in ([specials[0]], [specials[1]], specials):
+        x = values(torch.float64, 60 * 50).reshape(60, 50)
+        for index, (row, column) in enumerate(SPECIAL_PLACES[places]):
+            x[row, column] = kinds[index % len(kinds)]
+        x = x.to(dtype)
+        shaped = [x, x.t(), x[3:50:2, 1::3], x[:, :45]]
+        for index, (got, view) in enumerate(zip(stats_of(shaped, path), shaped)):
+            assert_matches(got, expected(f"t{index}", view))
+
+
 def test_float64_extremes() -> None:
     x = torch.tensor([1e300, -1e300, 5e-324, 1e-310], dtype=torch.float64)
     assert_matches(stats_of([x])[0], expected("t0", x))

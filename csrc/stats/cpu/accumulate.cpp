@@ -180,8 +180,6 @@ struct Lanes {
   static constexpr int kValueParts = kParts<Value>;
   static constexpr int kWideParts = kParts<double>;
   static constexpr Value kInfinity = std::numeric_limits<Value>::infinity();
-  // All bits but the sign bit, in every lane.
-  static constexpr Counts kNoSign = Counts{} + std::numeric_limits<decltype(Counts{}[0])>::max();
   // Σx² is needed in its own accumulator only when the values are float64:
   // for narrower ones it is Σ(x-s)² + s(2Σ(x-s) + ns), where n·s² cannot
   // overflow (s is one of the values) and every term is at most n times Σx²
@@ -193,10 +191,12 @@ struct Lanes {
   Vec<double> squares[kWideParts] = {};          // of x^2, when kSquares
   Values min[kValueParts];
   Values max[kValueParts];
-  Values absmax[kValueParts] = {};
   Counts zeros[kValueParts] = {};
-  Counts nans[kValueParts] = {};
-  Counts infs[kValueParts] = {};
+  // NaNs and infinities are rare, and show in the sums (which they make NaN
+  // or infinite): they are counted by a second look at the runs whose sums
+  // say they may hold any (see add_run), not in the loop over every element.
+  int64_t nans = 0;
+  int64_t infs = 0;
 
   Lanes() {
     for (int part = 0; part < kValueParts; ++part) {
@@ -206,8 +206,9 @@ struct Lanes {
   }
 
   // The one place a group of elements is looked at. The comparisons are
-  // written so that a NaN never replaces an extreme (NaNs are counted
-  // instead), which is what the SIMD min/max instructions do.
+  // written so that a NaN never replaces an extreme, which is what the SIMD
+  // min/max instructions do. (|x|'s maximum is one of the extremes: see
+  // finish.)
   inline void add(const Group<Value>& group, const Vec<double>& shift) {
     Group<double> wide = widen(group);
     for (int part = 0; part < kWideParts; ++part) {
@@ -220,15 +221,9 @@ struct Lanes {
     }
     for (int part = 0; part < kValueParts; ++part) {
       Values value = group.part[part];
-      // |x|: the sign bit cleared (NaN stays NaN, -0.0 becomes 0.0).
-      Values magnitude = reinterpret_cast<Values>(reinterpret_cast<Counts>(value) & kNoSign);
       min[part] = value < min[part] ? value : min[part];
       max[part] = value > max[part] ? value : max[part];
-      absmax[part] = magnitude > absmax[part] ? magnitude : absmax[part];
-      // A true comparison is -1.
-      zeros[part] -= value == 0;
-      nans[part] -= value != value;
-      infs[part] -= magnitude == kInfinity;
+      zeros[part] -= value == 0;  // a true comparison is -1
     }
   }
 
@@ -243,24 +238,47 @@ struct Lanes {
       squares[wide_part][wide_lane] += wide * wide;
     }
     const int part = lane / kPerVector<Value>, at = lane % kPerVector<Value>;
-    Value magnitude = value < 0 ? -value : value;
     min[part][at] = value < min[part][at] ? value : min[part][at];
     max[part][at] = value > max[part][at] ? value : max[part][at];
-    absmax[part][at] = magnitude > absmax[part][at] ? magnitude : absmax[part][at];
     zeros[part][at] += value == 0;
-    nans[part][at] += value != value;
-    infs[part][at] += magnitude == kInfinity;
+  }
+
+  // Counts the NaNs and infinities among `value`s, one at a time.
+  void count_special(Value value) {
+    nans += value != value;
+    infs += value == kInfinity || value == -kInfinity;
+  }
+
+  // False once a NaN or an infinity has reached the sums (or they
+  // overflowed, which only float64 elements can do).
+  bool sums_finite() const {
+    Vec<double> probe{};
+    for (int part = 0; part < kWideParts; ++part) {
+      // x - x is 0 for a finite x, NaN otherwise; NaN stays NaN in the sum.
+      probe += shifted_sum[part] - shifted_sum[part];
+      probe += shifted_squares[part] - shifted_squares[part];
+      if constexpr (kSquares) {
+        probe += squares[part] - squares[part];
+      }
+    }
+    for (int at = 0; at < kPerVector<double>; ++at) {
+      if (probe[at] != 0) {
+        return false;
+      }
+    }
+    return true;
   }
 
   void flush_counts(Moments& moments) {
     for (int part = 0; part < kValueParts; ++part) {
       for (int at = 0; at < kPerVector<Value>; ++at) {
         moments.zeros += zeros[part][at];
-        moments.nans += nans[part][at];
-        moments.infs += infs[part][at];
       }
-      zeros[part] = nans[part] = infs[part] = Counts{};
+      zeros[part] = Counts{};
     }
+    moments.nans += nans;
+    moments.infs += infs;
+    nans = infs = 0;
   }
 
   // Everything but the counts, summed over the lanes into `moments`.
@@ -281,13 +299,20 @@ struct Lanes {
             kInfinity;  // Inf - Inf from an infinite element (called after flush_counts)
       }
     }
-    Value lowest = min[0][0], highest = max[0][0], largest = absmax[0][0];
+    Value lowest = min[0][0], highest = max[0][0];
     for (int part = 0; part < kValueParts; ++part) {
       for (int at = 0; at < kPerVector<Value>; ++at) {
         lowest = min[part][at] < lowest ? min[part][at] : lowest;
         highest = max[part][at] > highest ? max[part][at] : highest;
-        largest = absmax[part][at] > largest ? absmax[part][at] : largest;
       }
+    }
+    // The largest |x| of the values that are not NaN is |lowest| or
+    // |highest| (fabs makes -0.0 0.0); 0 when there are none, as before any.
+    double largest = 0;
+    if (lowest <= highest) {
+      double low = std::fabs(static_cast<double>(lowest));
+      double high = std::fabs(static_cast<double>(highest));
+      largest = low > high ? low : high;
     }
     moments.sum = shift * count + shifted_total;
     moments.sum_squares = squares_total;
@@ -311,6 +336,7 @@ void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first
   // `lanes` could alias the elements read, and would be kept in memory.
   Lanes<typename Reader<Element>::Value> local = lanes;
   const Vec<double> shifts = Vec<double>{} + shift;
+  const bool finite_before = local.sums_finite();
   int64_t index = 0;
   for (; index + kLanes <= count; index += kLanes) {
     local.add(load_group(first + index * step, step, table), shifts);
@@ -319,6 +345,13 @@ void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first
   // Not in `local`: indexing a lane would keep all of it in memory.
   for (int lane = 0; index < count; ++index, ++lane) {
     lanes.add_one(lane, Reader<Element>::decode(first + index * step, table), shift);
+  }
+  // The sums turned NaN or infinite here (or already were): count this run's
+  // NaNs and infinities.
+  if (!finite_before || !lanes.sums_finite()) {
+    for (index = 0; index < count; ++index) {
+      lanes.count_special(Reader<Element>::decode(first + index * step, table));
+    }
   }
 }
 
