@@ -180,7 +180,7 @@ def test_nans_and_infinities_in_views_are_each_counted_once(
             x[row, column] = kinds[index % len(kinds)]
         x = x.to(dtype)
         shaped = [x, x.t(), x[3:50:2, 1::3], x[:, :45]]
-        for index, (got, view) in enumerate(zip(stats_of(shaped, path), shaped)):
+        for index, (got, view) in enumerate(zip(stats_of(shaped, path), shaped, strict=True)):
             assert_matches(got, expected(f"t{index}", view))
 
 
