@@ -327,6 +327,11 @@ struct Lanes {
   }
 };
 
+// How far ahead of the element being read a contiguous run asks for memory
+// (1 GiB of float32 on two cores, medians of 7: 90.7 ms without, 57.7 ms at
+// 2 KiB, 51.9-55.3 ms at 4 KiB, 50.1-52.8 ms at 8 KiB).
+constexpr int64_t kPrefetchBytes = 4096;
+
 // Adds `count` elements, `stride` apart (1 when Contiguous), to `lanes`.
 template <typename Element, bool Contiguous>
 void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first, int64_t count,
@@ -339,6 +344,11 @@ void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first
   const bool finite_before = local.sums_finite();
   int64_t index = 0;
   for (; index + kLanes <= count; index += kLanes) {
+    if constexpr (Contiguous) {
+      // Ahead of the hardware prefetcher, which alone left this loop waiting
+      // on memory at a third of what one core can read.
+      __builtin_prefetch(reinterpret_cast<const char*>(first + index) + kPrefetchBytes);
+    }
     local.add(load_group(first + index * step, step, table), shifts);
   }
   lanes = local;
