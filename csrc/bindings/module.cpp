@@ -309,10 +309,40 @@ void bind_tree_records(py::module_& m) {
 // sum_squares, min, max, absmax, zeros, nans, infs); see _C.pyi.
 constexpr const char* kStatsKindNames[] = {"values", "counts_and_l2", "numel_only"};
 
+// Built with CPython's own calls: pybind11's make_tuple, with a new str for
+// the kind, cost about 1,300 instructions a row, more than reading a small
+// tensor.
 py::tuple stats_to_python(const TensorStats& stats) {
+  static PyObject* const kind_names[] = {
+      PyUnicode_InternFromString(kStatsKindNames[0]),
+      PyUnicode_InternFromString(kStatsKindNames[1]),
+      PyUnicode_InternFromString(kStatsKindNames[2]),
+  };
   const Moments& m = stats.moments;
-  return py::make_tuple(stats.numel, kStatsKindNames[static_cast<int>(stats.kind)], m.count, m.sum,
-                        m.m2, m.sum_squares, m.min, m.max, m.absmax, m.zeros, m.nans, m.infs);
+  PyObject* fields[] = {
+      PyLong_FromLongLong(stats.numel), Py_NewRef(kind_names[static_cast<int>(stats.kind)]),
+      PyLong_FromLongLong(m.count),     PyFloat_FromDouble(m.sum),
+      PyFloat_FromDouble(m.m2),         PyFloat_FromDouble(m.sum_squares),
+      PyFloat_FromDouble(m.min),        PyFloat_FromDouble(m.max),
+      PyFloat_FromDouble(m.absmax),     PyLong_FromLongLong(m.zeros),
+      PyLong_FromLongLong(m.nans),      PyLong_FromLongLong(m.infs),
+  };
+  constexpr Py_ssize_t kFields = sizeof fields / sizeof fields[0];
+  auto row = py::reinterpret_steal<py::tuple>(PyTuple_New(kFields));
+  bool made = static_cast<bool>(row);
+  for (Py_ssize_t i = 0; i < kFields; ++i) {
+    made = made && fields[i] != nullptr;
+  }
+  if (!made) {
+    for (PyObject* field : fields) {
+      Py_XDECREF(field);
+    }
+    throw py::error_already_set();
+  }
+  for (Py_ssize_t i = 0; i < kFields; ++i) {
+    PyTuple_SET_ITEM(row.ptr(), i, fields[i]);
+  }
+  return row;
 }
 
 TensorStats stats_from_python(py::handle row) {
