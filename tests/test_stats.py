@@ -17,8 +17,8 @@ from torch import nn
 from torchwalk import _C
 from torchwalk.stats import Stats, TensorStats, compute_stats
 
-PATHS = ["kernels", "portable_cpu", "aten"]
-"""The CPU kernel (AVX2 where the machine has it), its portable build, and ATen reductions."""
+PATHS = _C.stats_paths()
+"""The kernels, each build of the CPU kernel this machine runs, and ATen reductions."""
 
 FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 FLOAT8_DTYPES = [
@@ -159,7 +159,7 @@ def test_special_values(dtype: torch.dtype, special: str, path: str) -> None:
 SPECIAL_PLACES = {
     "first row": [(0, 0)],
     "later rows": [(10, 3), (20, 49), (40, 7)],  # the sums stay NaN after the first
-    "row tails": [(row, 49) for row in range(0, 60, 7)],  # past the last group of 8
+    "row tails": [(row, 49) for row in range(0, 60, 7)],  # past the last group of 8 or 16
     "every element": [(row, column) for row in range(60) for column in range(50)],
 }
 

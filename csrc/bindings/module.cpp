@@ -369,17 +369,28 @@ TensorStats stats_from_python(py::handle row) {
   return stats;
 }
 
+struct NamedStatsPath {
+  const char* name;
+  StatsPath path;
+};
+constexpr NamedStatsPath kStatsPaths[] = {{"kernels", StatsPath::kernels},
+                                          {"avx512_cpu", StatsPath::avx512_cpu},
+                                          {"avx2_cpu", StatsPath::avx2_cpu},
+                                          {"portable_cpu", StatsPath::portable_cpu},
+                                          {"aten", StatsPath::aten}};
+
 StatsPath stats_path(const std::string& name) {
-  if (name == "kernels") {
-    return StatsPath::kernels;
+  for (const NamedStatsPath& known : kStatsPaths) {
+    if (name == known.name) {
+      if (!runs_here(known.path)) {
+        throw py::value_error("this CPU cannot run the '" + name + "' statistics path");
+      }
+      return known.path;
+    }
   }
-  if (name == "portable_cpu") {
-    return StatsPath::portable_cpu;
-  }
-  if (name == "aten") {
-    return StatsPath::aten;
-  }
-  throw py::value_error("path must be 'kernels', 'portable_cpu' or 'aten', got '" + name + "'");
+  throw py::value_error(
+      "path must be 'kernels', 'avx512_cpu', 'avx2_cpu', 'portable_cpu' or 'aten', got '" + name +
+      "'");
 }
 
 void bind_stats(py::module_& m) {
@@ -398,6 +409,18 @@ void bind_stats(py::module_& m) {
       },
       py::arg("tensors"), py::arg("path") = "kernels",
       "Statistics of each tensor in one pass, as raw rows (see _C.pyi).");
+  m.def(
+      "stats_paths",
+      [] {
+        py::list names;
+        for (const NamedStatsPath& known : kStatsPaths) {
+          if (runs_here(known.path)) {
+            names.append(known.name);
+          }
+        }
+        return names;
+      },
+      "The names tensor_stats takes for `path` on this machine.");
   m.def(
       "merge_stats",
       [](py::list rows) {

@@ -92,6 +92,17 @@ void check_readable(const at::Tensor& tensor, size_t row) {
   throw std::invalid_argument(problem.str());
 }
 
+bool runs_here(StatsPath path) {
+  switch (path) {
+    case StatsPath::avx512_cpu:
+      return cpu::cpu_runs(cpu::KernelBuild::avx512);
+    case StatsPath::avx2_cpu:
+      return cpu::cpu_runs(cpu::KernelBuild::avx2);
+    default:
+      return true;
+  }
+}
+
 std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path) {
   std::vector<TensorStats> results(tensors.size());
   DeviceGroup on_cpu;
@@ -150,7 +161,12 @@ std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, St
   }
 
   if (!on_cpu.tensors.empty()) {
-    std::vector<Moments> moments = cpu::cpu_stats(on_cpu.tensors, path == StatsPath::portable_cpu);
+    std::vector<Moments> moments =
+        path == StatsPath::avx512_cpu ? cpu::cpu_stats(on_cpu.tensors, cpu::KernelBuild::avx512)
+        : path == StatsPath::avx2_cpu ? cpu::cpu_stats(on_cpu.tensors, cpu::KernelBuild::avx2)
+        : path == StatsPath::portable_cpu
+            ? cpu::cpu_stats(on_cpu.tensors, cpu::KernelBuild::portable)
+            : cpu::cpu_stats(on_cpu.tensors);
     for (size_t index = 0; index < moments.size(); ++index) {
       results[on_cpu.rows[index]].moments = moments[index];
     }

@@ -48,9 +48,13 @@ struct TensorStats {
 };
 
 // Which code reads the tensors: the kernels (the fastest the machine and the
-// build offer), the CPU kernel's portable build, or ATen reductions alone (as
-// tensors on devices without a kernel are read). The last two are for tests.
-enum class StatsPath : uint8_t { kernels, portable_cpu, aten };
+// build offer), one build of the CPU kernel for CPU tensors (AVX-512, AVX2 or
+// any x86-64), or ATen reductions alone (as tensors on devices without a
+// kernel are read). All but the first are for tests and benchmarks.
+enum class StatsPath : uint8_t { kernels, avx512_cpu, avx2_cpu, portable_cpu, aten };
+
+// False for a build of the CPU kernel that this CPU cannot run.
+bool runs_here(StatsPath path);
 
 // Raises std::invalid_argument for a tensor that tensor_stats cannot read:
 // not strided (sparse, nested), or without storage. Not a c10::Error: raising

@@ -133,8 +133,10 @@ def walk_mapping(
 
 StatsRow = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
 
-# path: "kernels" (the CPU and CUDA kernels, ATen on other devices),
-# "portable_cpu" (the CPU kernel's build for any x86-64) or "aten" (ATen
-# reductions for every tensor): the last two are for tests.
+# path: "kernels" (the CPU and CUDA kernels, ATen on other devices), one
+# build of the CPU kernel for CPU tensors ("avx512_cpu", "avx2_cpu",
+# "portable_cpu": the last runs on any x86-64), or "aten" (ATen reductions
+# for every tensor). All but "kernels" are for tests and benchmarks.
 def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> list[StatsRow]: ...
+def stats_paths() -> list[str]: ...  # the paths this machine can take
 def merge_stats(rows: list[StatsRow], /) -> StatsRow: ...  # as if concatenated

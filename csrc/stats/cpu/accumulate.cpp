@@ -1,16 +1,17 @@
 // The CPU kernel's inner loops: one read of each element, every statistic.
 //
-// Compiled twice, with TORCHWALK_KERNEL_NAME naming the entry point: once
-// for any x86-64 (accumulate_portable) and once with AVX2, FMA and F16C
-// (accumulate_avx2), picked at run time by cpu_stats.cpp. Everything here
-// stays in an anonymous namespace and includes no ATen or c10 header, so
-// that no AVX2 code can be shared with the portable build (see
-// strided_view.h).
+// Compiled three times, with TORCHWALK_KERNEL_NAME naming the entry point:
+// for any x86-64 (accumulate_portable), with AVX2, FMA and F16C
+// (accumulate_avx2), and with AVX-512 as well (accumulate_avx512: vectors
+// twice as wide), picked at run time by cpu_stats.cpp. Everything here stays
+// in an anonymous namespace and includes no ATen or c10 header, so that no
+// AVX2 or AVX-512 code can be shared with another build (see strided_view.h).
 //
 // Vectorising without -ffast-math (which would delete the NaN tests): each
 // statistic has kLanes independent accumulators, and element i of a group
 // of kLanes goes to lane i. The accumulators are GCC vector types (one
-// AVX2 register per 8 floats; pairs of SSE registers in the portable build),
+// register per 16 floats with AVX-512, per 8 with AVX2; pairs of SSE
+// registers in the portable build),
 // so every statistic of a group is one SIMD instruction whatever the
 // auto-vectoriser decides, with no reordering of any one lane's additions.
 
@@ -26,7 +27,7 @@
 #include "stats/cpu/strided_view.h"
 
 #ifndef TORCHWALK_KERNEL_NAME
-#error "compile with -DTORCHWALK_KERNEL_NAME=accumulate_portable (or _avx2)"
+#error "compile with -DTORCHWALK_KERNEL_NAME=accumulate_portable (or _avx2, _avx512)"
 #endif
 
 // Vectors wider than the portable build's registers are passed in memory
@@ -36,15 +37,20 @@
 namespace torchwalk::cpu {
 namespace {
 
-constexpr int kLanes = 8;
+// The accumulators are arrays of vectors of one register each (AVX-512's
+// or AVX2's): GCC keeps those in registers, while it spills wider ones to
+// the stack on every use. (The portable build splits each in two SSE
+// registers.)
+#ifdef __AVX512F__
+constexpr int kVectorBytes = 64;
+#else
+constexpr int kVectorBytes = 32;
+#endif
+// One lane per float32 of a vector.
+constexpr int kLanes = kVectorBytes / 4;
 // Counts are kept per lane in 32 bits (twice as many fit a SIMD register)
 // and moved to 64 bits at least this often.
 constexpr int64_t kCountFlushElements = int64_t{kLanes} << 28;
-
-// The accumulators are arrays of vectors of one AVX2 register each: GCC
-// keeps those in registers, while it spills wider ones (8 doubles) to the
-// stack on every use. (The portable build splits each in two SSE registers.)
-constexpr int kVectorBytes = 32;
 // (GCC ignores the attribute on an alias template; a member typedef keeps it.)
 template <typename T>
 struct VectorOf {
@@ -117,21 +123,43 @@ struct Group {
   Vec<Value> part[kParts<Value>];
 };
 
-// The kLanes elements `first`, `first + step`, ... as values.
-template <typename Element>
+// kLanes 16-bit numbers, zero-extended to 32 bits. GCC splits
+// __builtin_convertvector of these in halves and joins them again (five
+// instructions where one does).
+typedef uint16_t HalfWords __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+inline Vec<uint32_t> zero_extend(HalfWords half_words) {
+  Vec<uint32_t> words;
+#if defined(__AVX512F__)
+  __m512i extended = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(half_words));
+  std::memcpy(&words, &extended, sizeof words);
+#elif defined(__AVX2__)
+  __m256i extended = _mm256_cvtepu16_epi32(reinterpret_cast<__m128i>(half_words));
+  std::memcpy(&words, &extended, sizeof words);
+#else
+  words = __builtin_convertvector(half_words, Vec<uint32_t>);
+#endif
+  return words;
+}
+
+// The kLanes elements `first`, `first + step`, ... as values (step is 1
+// when Contiguous).
+template <typename Element, bool Contiguous>
 inline Group<typename Reader<Element>::Value> load_group(const Element* first, int64_t step,
                                                          const float* table) {
   using Value = typename Reader<Element>::Value;
   Group<Value> group;
   if constexpr (std::is_same_v<Element, BFloat16Bits>) {
     // Widened and shifted as a vector (a per-element memcpy is not
-    // vectorised): two instructions for kLanes elements.
-    typedef uint16_t Bits __attribute__((vector_size(kLanes * sizeof(uint16_t))));
-    Bits bits;
-    for (int lane = 0; lane < kLanes; ++lane) {
-      bits[lane] = first[lane * step].bits;
+    // vectorised): two instructions for kLanes contiguous elements.
+    HalfWords bits;
+    if constexpr (Contiguous) {
+      std::memcpy(&bits, first, sizeof bits);
+    } else {
+      for (int lane = 0; lane < kLanes; ++lane) {
+        bits[lane] = first[lane * step].bits;
+      }
     }
-    Vec<uint32_t> upper = __builtin_convertvector(bits, Vec<uint32_t>) << 16;
+    Vec<uint32_t> upper = zero_extend(bits) << 16;
     std::memcpy(&group, &upper, sizeof group);
   } else {
     Value values[kLanes];
@@ -151,9 +179,17 @@ inline Group<double> widen(const Group<Value>& values) {
     wide = values;
   } else {
     static_assert(kParts<Value> == 1 && kParts<double> == 2);
-#ifdef __AVX__
     // GCC 12 turns __builtin_convertvector of four floats into two
     // conversions of two, through the stack; the intrinsic is one instruction.
+#if defined(__AVX512F__)
+    __m512 all;
+    std::memcpy(&all, &values.part[0], sizeof all);
+    __m256 upper = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(all), 1));
+    __m512d low = _mm512_cvtps_pd(_mm512_castps512_ps256(all));
+    __m512d high = _mm512_cvtps_pd(upper);
+    std::memcpy(&wide.part[0], &low, sizeof low);
+    std::memcpy(&wide.part[1], &high, sizeof high);
+#elif defined(__AVX__)
     __m256 all;
     std::memcpy(&all, &values.part[0], sizeof all);
     __m256d low = _mm256_cvtps_pd(_mm256_castps256_ps128(all));
@@ -349,7 +385,7 @@ void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first
       // on memory at a third of what one core can read.
       __builtin_prefetch(reinterpret_cast<const char*>(first + index) + kPrefetchBytes);
     }
-    local.add(load_group(first + index * step, step, table), shifts);
+    local.add(load_group<Element, Contiguous>(first + index * step, step, table), shifts);
   }
   lanes = local;
   // Not in `local`: indexing a lane would keep all of it in memory.

@@ -128,15 +128,35 @@ Layout layout_of(const at::Tensor& tensor) {
   return layout;
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
-  return has;
-}
-
 }  // namespace
 
-std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, bool portable) {
+bool cpu_runs(KernelBuild build) {
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                               __builtin_cpu_supports("f16c");
+  static const bool has_avx512 =
+      has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  switch (build) {
+    case KernelBuild::avx512:
+      return has_avx512;
+    case KernelBuild::avx2:
+      return has_avx2;
+    case KernelBuild::portable:
+      return true;
+  }
+  return false;
+}
+
+std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors) {
+  for (KernelBuild build : {KernelBuild::avx512, KernelBuild::avx2}) {
+    if (cpu_runs(build)) {
+      return cpu_stats(tensors, build);
+    }
+  }
+  return cpu_stats(tensors, KernelBuild::portable);
+}
+
+std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, KernelBuild build) {
   std::vector<Layout> layouts;
   std::vector<StridedView> views;
   std::vector<int64_t> numels;
@@ -155,7 +175,9 @@ std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, bo
   }
 
   SegmentPlan plan = plan_segments(numels, kMinChunkElements, kMaxChunks);
-  auto accumulate = portable || !cpu_has_avx2() ? accumulate_portable : accumulate_avx2;
+  auto accumulate = build == KernelBuild::avx512 ? accumulate_avx512
+                    : build == KernelBuild::avx2 ? accumulate_avx2
+                                                 : accumulate_portable;
   std::vector<Moments> segment_moments(plan.segments.size());
   at::parallel_for(0, plan.chunk_count(), 1, [&](int64_t first_chunk, int64_t end_chunk) {
     for (int64_t segment = plan.chunk_starts[static_cast<size_t>(first_chunk)];

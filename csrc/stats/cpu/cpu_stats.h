@@ -8,8 +8,16 @@
 
 namespace torchwalk::cpu {
 
-// The Moments of each tensor (strided, on the CPU, real, complex or bool).
-// `portable`: use the build of the kernel that runs on any x86-64.
-std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, bool portable);
+// The builds of the kernel's inner loops (accumulate.cpp, see
+// CMakeLists.txt), fastest first.
+enum class KernelBuild : uint8_t { avx512, avx2, portable };
+
+// Whether this CPU has the instructions `build` uses.
+bool cpu_runs(KernelBuild build);
+
+// The Moments of each tensor (strided, on the CPU, real, complex or bool),
+// read by `build` (one cpu_runs), or by the fastest build this CPU runs.
+std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors);
+std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, KernelBuild build);
 
 }  // namespace torchwalk::cpu

@@ -1,9 +1,10 @@
 #pragma once
 
 // The CPU kernel's view of a tensor, without ATen: accumulate.cpp is compiled
-// twice (portable and AVX2, see CMakeLists.txt), and any inline function of a
-// header shared with other files could be linked in its AVX2 build and then
-// run on a machine without AVX2. So this header holds plain data only.
+// three times (portable, AVX2 and AVX-512, see CMakeLists.txt), and any
+// inline function of a header shared with other files could be linked in its
+// AVX-512 build and then run on a machine without AVX-512. So this header
+// holds plain data only.
 
 #include <cstdint>
 
@@ -48,5 +49,6 @@ struct StridedView {
 // function per build of the kernel.
 Moments accumulate_portable(const StridedView& view, int64_t begin, int64_t end);
 Moments accumulate_avx2(const StridedView& view, int64_t begin, int64_t end);
+Moments accumulate_avx512(const StridedView& view, int64_t begin, int64_t end);
 
 }  // namespace torchwalk::cpu
