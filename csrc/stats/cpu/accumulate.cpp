@@ -37,14 +37,16 @@
 namespace torchwalk::cpu {
 namespace {
 
-// The accumulators are arrays of vectors of one register each (AVX-512's
-// or AVX2's): GCC keeps those in registers, while it spills wider ones to
-// the stack on every use. (The portable build splits each in two SSE
-// registers.)
-#ifdef __AVX512F__
+// The accumulators are arrays of vectors of one register each (AVX-512's,
+// AVX2's or SSE2's): GCC keeps those in registers, while it spills wider
+// ones to the stack on every use, and in the portable build it also took
+// their comparisons one lane at a time.
+#if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
-#else
+#elif defined(__AVX__)
 constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
 #endif
 // One lane per float32 of a vector.
 constexpr int kLanes = kVectorBytes / 4;
