@@ -10,8 +10,8 @@
 // Vectorising without -ffast-math (which would delete the NaN tests): each
 // statistic has kLanes independent accumulators, and element i of a group
 // of kLanes goes to lane i. The accumulators are GCC vector types (one
-// register per 16 floats with AVX-512, per 8 with AVX2; pairs of SSE
-// registers in the portable build),
+// register per 16 floats with AVX-512, per 8 with AVX2, per 4 with the
+// portable build's SSE2),
 // so every statistic of a group is one SIMD instruction whatever the
 // auto-vectoriser decides, with no reordering of any one lane's additions.
 
@@ -29,10 +29,6 @@
 #ifndef TORCHWALK_KERNEL_NAME
 #error "compile with -DTORCHWALK_KERNEL_NAME=accumulate_portable (or _avx2, _avx512)"
 #endif
-
-// Vectors wider than the portable build's registers are passed in memory
-// there; all of them stay inside this file, so the ABI note does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace torchwalk::cpu {
 namespace {
