@@ -216,6 +216,18 @@ def test_long_tail_of_small_tensors_match_one_by_one() -> None:
         assert_matches(got, expected(got.name, tensor))
 
 
+def test_kernels_take_the_fastest_cpu_build_this_machine_runs() -> None:
+    builds = [path for path in PATHS if path.endswith("_cpu")]
+    assert builds[-1] == "portable_cpu"  # runs anywhere
+    tensors = [values(dtype, 10_007, seed=3) for dtype in ALL_REAL_DTYPES]
+    assert _C.tensor_stats(tensors) == _C.tensor_stats(tensors, builds[0])
+
+
+def test_unknown_stats_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="'portable_cpu'.*got 'sse9'"):
+        _C.tensor_stats([torch.ones(3)], "sse9")
+
+
 def test_unreadable_tensors_raise() -> None:
     with pytest.raises(ValueError, match="layout"):
         _C.tensor_stats([torch.eye(3).to_sparse()])
