@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "walk/address_slot.h"
+
 namespace torchwalk {
 
 class AddressIndex {
@@ -31,15 +33,13 @@ class AddressIndex {
   }
 
  private:
-  size_t home_slot(const void* address) const {
-    return (reinterpret_cast<uintptr_t>(address) * 0x9E3779B97F4A7C15ull) >> shift_;
-  }
+  size_t home_slot(const void* address) const { return address_slot(address, bits_); }
 
   void grow() {
     std::vector<std::pair<const void*, int64_t>> entries = std::move(slots_);
     size_t capacity = entries.empty() ? 64 : 2 * entries.size();
     slots_.assign(capacity, {nullptr, 0});
-    shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(capacity));
+    bits_ = static_cast<unsigned>(__builtin_ctzll(capacity));
     count_ = 0;
     for (const auto& [address, index] : entries) {
       if (address != nullptr) {
@@ -49,7 +49,7 @@ class AddressIndex {
   }
 
   std::vector<std::pair<const void*, int64_t>> slots_;
-  unsigned shift_ = 64;
+  unsigned bits_ = 0;  // set by the first grow()
   size_t count_ = 0;
 };
 

@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "walk/address_slot.h"
+
 namespace torchwalk {
 namespace {
 
@@ -54,10 +56,7 @@ constexpr unsigned kWays = 4;
 CacheSlot facts_cache[size_t{1} << kCacheBits];
 unsigned next_eviction = 0;  // which of a full set's slots to reuse next
 
-size_t home_slot(PyTypeObject* cls) {
-  uintptr_t address = reinterpret_cast<uintptr_t>(cls);
-  return (address * 0x9E3779B97F4A7C15ull) >> (64 - kCacheBits);
-}
+size_t home_slot(PyTypeObject* cls) { return address_slot(cls, kCacheBits); }
 
 bool is_identity_hash(PyTypeObject* cls) {
   if (cls->tp_hash == PyBaseObject_Type.tp_hash) {

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "walk/address_slot.h"
+
 namespace torchwalk {
 namespace {
 
@@ -80,10 +82,7 @@ uint64_t version_of(PyObject* dict) {
   _Pragma("GCC diagnostic pop");
 }
 
-Reading& slot_of(PyObject* dict) {
-  auto address = reinterpret_cast<uintptr_t>(dict);
-  return memo[(address * 0x9E3779B97F4A7C15ull) >> (64 - kMemoBits)];
-}
+Reading& slot_of(PyObject* dict) { return memo[address_slot(dict, kMemoBits)]; }
 
 // The reading of `dict` as it is now: the remembered one, or a blank one.
 Reading& reading_of(PyObject* dict) {

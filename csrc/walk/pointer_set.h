@@ -1,8 +1,9 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
 #include <vector>
+
+#include "walk/address_slot.h"
 
 namespace torchwalk {
 
@@ -80,11 +81,7 @@ class PointerSet {
   }
 
  private:
-  size_t home_slot(const void* address) const {
-    // Fibonacci hashing: addresses are 16-byte aligned, the high bits of the
-    // product mix all of them.
-    return (reinterpret_cast<uintptr_t>(address) * 0x9E3779B97F4A7C15ull) >> shift_;
-  }
+  size_t home_slot(const void* address) const { return address_slot(address, bits_); }
 
   void rehash(size_t capacity) {
     std::vector<const void*> entries(slots_, slots_ + capacity_);
@@ -92,7 +89,7 @@ class PointerSet {
     slots_ = heap_slots_.data();
     capacity_ = capacity;
     mask_ = capacity - 1;
-    shift_ = 64 - static_cast<unsigned>(__builtin_ctzll(capacity));
+    bits_ = static_cast<unsigned>(__builtin_ctzll(capacity));
     count_ = 0;
     for (const void* address : entries) {
       if (address != nullptr) {
@@ -102,14 +99,14 @@ class PointerSet {
   }
 
   static constexpr size_t kInlineCapacity = 32;
-  static constexpr unsigned kInlineShift = 64 - 5;  // log2(kInlineCapacity) = 5
+  static constexpr unsigned kInlineBits = 5;  // log2(kInlineCapacity)
 
   const void* inline_slots_[kInlineCapacity] = {};
   std::vector<const void*> heap_slots_;
   const void** slots_ = inline_slots_;
   size_t capacity_ = kInlineCapacity;
   size_t mask_ = kInlineCapacity - 1;
-  unsigned shift_ = kInlineShift;
+  unsigned bits_ = kInlineBits;
   size_t count_ = 0;
 };
 

@@ -3,7 +3,8 @@
 #include <Python.h>
 
 #include <cstddef>
-#include <cstdint>
+
+#include "walk/address_slot.h"
 
 namespace torchwalk {
 
@@ -44,9 +45,7 @@ class WalkSizeHints {
   };
   static constexpr unsigned kBits = 4;
 
-  static size_t slot(PyObject* root) {
-    return (reinterpret_cast<uintptr_t>(root) * 0x9E3779B97F4A7C15ull) >> (64 - kBits);
-  }
+  static size_t slot(PyObject* root) { return address_slot(root, kBits); }
 
   Entry entries_[size_t{1} << kBits];
 };
