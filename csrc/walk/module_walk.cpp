@@ -135,9 +135,10 @@ class Scratch {
 };
 
 // What the generator would yield, held as owned references until the end of
-// the walk, when it becomes the iterator the drop-in returns. Owned, because Python code can run
-// during a walk (a key's __eq__ in an instance dict lookup, the garbage
-// collector when CPython creates an instance dict) and change the tree.
+// the walk, when it becomes the iterator the drop-in returns. Owned, because
+// Python code can run during a walk (a key's __eq__ in an instance dict
+// lookup, the garbage collector when CPython creates an instance dict) and
+// change the tree.
 class Results {
  public:
   Results(bool with_names, Scratch& scratch) : with_names_(with_names), items_(scratch.memory()) {

@@ -3,10 +3,10 @@
 // The C++ versions of nn.Module's traversal generators.
 //
 // Each function returns, as an iterator (handover_iterator.h), exactly what
-// the PyTorch generator of the same name yields (`(name, object)` tuples, or the bare objects when
-// `with_names` is false), or std::nullopt when some class on the way
-// overrides part of PyTorch's traversal (see class_check.h): the caller then
-// lets PyTorch answer.
+// the PyTorch generator of the same name yields (`(name, object)` tuples, or
+// the bare objects when `with_names` is false), or std::nullopt when some
+// class on the way overrides part of PyTorch's traversal (see
+// class_check.h): the caller then lets PyTorch answer.
 
 #include <pybind11/pybind11.h>
 
