@@ -17,11 +17,13 @@ import os
 import signal
 import subprocess
 import sys
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import pytest
@@ -232,6 +234,25 @@ def module_trees(draw: Any, max_depth: int = 5, max_modules: int = 20) -> nn.Mod
     root = _container(draw, pools, 0, max_depth)
     _add_members(draw, root, pools, most=3)
     return root
+
+
+# --- which Python code a call runs ---------------------------------------------------
+
+
+def python_code_run_by(call: Callable[[], Any]) -> set[CodeType]:
+    """The code objects of the Python functions that run during `call()`."""
+    seen: set[CodeType] = set()
+
+    def profile(frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "call":
+            seen.add(frame.f_code)
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return seen
 
 
 # --- running a check in a child interpreter ---------------------------------------------

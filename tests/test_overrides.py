@@ -8,18 +8,15 @@ give the overriding behaviour, and notice when a class is patched at runtime.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
 from functools import partial
-from types import CodeType
 from typing import Any
 
 import pytest
 import torch
 import torchwalk as tw
-from module_trees import Container, assert_same_items, check_every_dropin
+from module_trees import Container, assert_same_items, check_every_dropin, python_code_run_by
 from torch import nn
 
 # --- overriding methods ----------------------------------------------------------------
@@ -479,22 +476,6 @@ def test_tensor_subclasses_as_buffers(cls: type[torch.Tensor]) -> None:
 
 
 # --- classes patched at runtime --------------------------------------------------------
-
-
-def python_code_run_by(call: Callable[[], Any]) -> set[CodeType]:
-    """The code objects of the Python functions that run during `call()`."""
-    seen: set[CodeType] = set()
-
-    def profile(frame: types.FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            seen.add(frame.f_code)
-
-    sys.setprofile(profile)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return seen
 
 
 PYTORCH_WALK = nn.Module.named_modules.__code__

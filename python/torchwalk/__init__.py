@@ -17,6 +17,7 @@ from torchwalk._version_gate import check_torch_version
 check_torch_version()
 
 # Only now, with the torch version known to match, is the extension loaded.
+from torchwalk.compile_support import register_when_dynamo_loads  # noqa: E402
 from torchwalk.dropin import (  # noqa: E402
     buffers,
     children,
@@ -35,6 +36,8 @@ from torchwalk.install import install, installed, uninstall  # noqa: E402
 from torchwalk.stats import Stats, TensorStats  # noqa: E402
 from torchwalk.summary import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, stats, summary, ties, walk  # noqa: E402
+
+register_when_dynamo_loads()
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,8 @@ the way); when a class on the way overrides part of PyTorch's traversal
 (``named_modules``, ``_named_members``, ``__hash__``, ``__getattr__``, ...),
 or anything else could make the fast path differ, the walker declines and the
 function's body runs: it hands the call to the module's own method, so the
-answer is PyTorch's.
+answer is PyTorch's. Under ``torch.compile`` that body is what dynamo traces
+(see compile_support.py).
 
 Differences that remain by design: the iterators are built eagerly (the walk
 has finished before the first item is returned), and a module cycle walked

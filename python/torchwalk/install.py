@@ -8,19 +8,22 @@ and existing training code (optimizers, ``clip_grad_norm_``, checkpointing)
 gets faster unchanged. ``uninstall()`` puts back the very same function
 objects; ``with installed():`` scopes it. Importing torchwalk patches nothing.
 
-Two things make this safe:
+Three things make this safe:
 
 - The C++ walkers decide which classes they may walk for PyTorch by comparing
   what a class resolves each method to with nn.Module's own function. Once
   nn.Module itself holds the replacement, that comparison would call every
   class an override; so the replacements are registered with ``_C`` as
   equivalent to the functions they replace.
-- Each replacement is a ``_C.DropIn`` (see dropin.py): the C++ walker
-  answers straight from the call, and the Python body runs only when it
-  declines.
-- A replacement that must let PyTorch answer (some class on the way overrides
-  part of the traversal) calls the function it replaced, never
-  ``self.method(...)``, which would be the replacement again.
+- A replacement asks the C++ walker first and calls the function it replaced
+  only when the walker declines (some class on the way overrides part of the
+  traversal); never ``self.method(...)``, which would be the replacement
+  again.
+- The replacements are plain Python functions, not ``_C.DropIn`` objects:
+  ``torch.compile`` binds only functions to an instance when it reads
+  ``self.parameters``. Under compilation the walkers decline (see
+  compile_support.py), so compiled code runs the replaced functions, exactly
+  as without torchwalk.
 
 Positional arguments work as they do with PyTorch's methods, including
 ``state_dict``'s deprecated positional ``destination, prefix, keep_vars``.
@@ -35,62 +38,77 @@ from typing import Any
 from torch import nn
 
 from torchwalk import _C
-from torchwalk.dropin import _state_dict_arguments, _walked_by
+from torchwalk.dropin import _state_dict_arguments
 
 # The replaced functions, by name, while installed.
 _replaced: dict[str, Callable[..., Any]] = {}
 
 
-@_walked_by(_C.named_parameters)
 def _named_parameters(
     self: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[tuple[str, nn.Parameter]]:
-    return _replaced["named_parameters"](self, prefix, recurse, remove_duplicate)  # type: ignore[no-any-return]
+    found = _C.named_parameters(self, prefix, recurse, remove_duplicate)
+    if found is None:
+        return _replaced["named_parameters"](self, prefix, recurse, remove_duplicate)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.parameters)
 def _parameters(self: nn.Module, recurse: bool = True) -> Iterator[nn.Parameter]:
-    return _replaced["parameters"](self, recurse)  # type: ignore[no-any-return]
+    found = _C.parameters(self, recurse)
+    if found is None:
+        return _replaced["parameters"](self, recurse)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.named_buffers)
 def _named_buffers(
     self: nn.Module, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
 ) -> Iterator[tuple[str, Any]]:
-    return _replaced["named_buffers"](self, prefix, recurse, remove_duplicate)  # type: ignore[no-any-return]
+    found = _C.named_buffers(self, prefix, recurse, remove_duplicate)
+    if found is None:
+        return _replaced["named_buffers"](self, prefix, recurse, remove_duplicate)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.buffers)
 def _buffers(self: nn.Module, recurse: bool = True) -> Iterator[Any]:
-    return _replaced["buffers"](self, recurse)  # type: ignore[no-any-return]
+    found = _C.buffers(self, recurse)
+    if found is None:
+        return _replaced["buffers"](self, recurse)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.named_modules)
 def _named_modules(
     self: nn.Module,
     memo: set[nn.Module] | None = None,
     prefix: str = "",
     remove_duplicate: bool = True,
 ) -> Iterator[tuple[str, nn.Module]]:
-    return _replaced["named_modules"](self, memo, prefix, remove_duplicate)  # type: ignore[no-any-return]
+    found = _C.named_modules(self, memo, prefix, remove_duplicate)
+    if found is None:
+        return _replaced["named_modules"](self, memo, prefix, remove_duplicate)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.modules)
 def _modules(self: nn.Module, remove_duplicate: bool = True) -> Iterator[nn.Module]:
-    return _replaced["modules"](self, remove_duplicate)  # type: ignore[no-any-return]
+    found = _C.modules(self, remove_duplicate)
+    if found is None:
+        return _replaced["modules"](self, remove_duplicate)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.named_children)
 def _named_children(self: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    return _replaced["named_children"](self)  # type: ignore[no-any-return]
+    found = _C.named_children(self)
+    if found is None:
+        return _replaced["named_children"](self)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.children)
 def _children(self: nn.Module) -> Iterator[nn.Module]:
-    return _replaced["children"](self)  # type: ignore[no-any-return]
+    found = _C.children(self)
+    if found is None:
+        return _replaced["children"](self)  # type: ignore[no-any-return]
+    return found
 
 
-@_walked_by(_C.state_dict)
 def _state_dict(
     self: nn.Module, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
 ) -> Any:
