@@ -1,14 +1,27 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Both create
 # .venv, install the pinned tools, build the extension (incrementally: the
 # CMake build directory is kept in build/) and then run.
+#
+# `make cuda-build` does the same in .venv-cuda with a CUDA build of torch,
+# so that the CUDA kernels are compiled (and the suite run under that torch)
+# on a machine without a GPU; .ci/run runs it after `make test`.
 
 PYTHON ?= python3
+STAMPS := .stamps
+SOURCES := $(shell find csrc python -type f -not -name '*.pyc' -not -name '_C*.so' -not -name '_build_info.py') \
+	CMakeLists.txt pyproject.toml
+
+# The torch each environment builds and tests against. The CPU wheel is the
+# one this machine has on disk; an unpinned torch would pull a CUDA build.
+TORCH := torch==2.13.0
+CUDA_TORCH := torch==2.14.1
+
 VENV := .venv
 BIN := $(VENV)/bin
-STAMPS := .stamps
-SOURCES := $(shell find csrc python -type f -not -name '*.pyc') CMakeLists.txt pyproject.toml
+CUDA_VENV := .venv-cuda
+CUDA_BIN := $(CUDA_VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test cuda-build bench lint clean
 
 demo: $(STAMPS)/installed
 	$(BIN)/torchwalk summary
@@ -18,6 +31,10 @@ demo: $(STAMPS)/installed
 test: $(STAMPS)/installed lint
 	$(BIN)/python -m pytest tests
 
+cuda-build: $(STAMPS)/cuda-installed
+	$(CUDA_BIN)/python -c "import torch, torchwalk; print('torchwalk imports under torch', torch.__version__, 'CUDA', torch.version.cuda, '| stats paths:', torchwalk._C.stats_paths())"
+	$(CUDA_BIN)/python -m pytest tests
+
 # The comparisons with Lightning and accelerate need them installed (they are
 # benchmark-only dependencies, pinned next to torch so pip keeps it).
 bench: $(STAMPS)/installed $(STAMPS)/bench-deps
@@ -25,7 +42,7 @@ bench: $(STAMPS)/installed $(STAMPS)/bench-deps
 	$(BIN)/python -m pytest benchmarks
 
 $(STAMPS)/bench-deps: $(STAMPS)/venv requirements-bench.txt
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-bench.txt
+	$(BIN)/python -m pip install --quiet $(TORCH) -r requirements-dev.txt -r requirements-bench.txt
 	@touch $@
 
 lint: $(STAMPS)/venv
@@ -34,16 +51,29 @@ lint: $(STAMPS)/venv
 	$(BIN)/mypy
 	$(BIN)/clang-format --dry-run --Werror $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*/*.cpp csrc/*/*/*.h csrc/*/*/*.cu)
 
+# torch is installed in the same pip run as the rest, so that nothing else
+# can make pip pick another torch.
 $(STAMPS)/venv: requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet $(TORCH) -r requirements-dev.txt
 	@mkdir -p $(STAMPS) && touch $@
 
-# --no-build-isolation: build against the torch in .venv, not a newer one
-# that pip would fetch into an isolated build environment.
+$(STAMPS)/cuda-venv: requirements-dev.txt
+	test -x $(CUDA_BIN)/python || $(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_BIN)/python -m pip install --quiet --upgrade pip
+	$(CUDA_BIN)/python -m pip install --quiet $(CUDA_TORCH) -r requirements-dev.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+# --no-build-isolation: build against the torch in the environment, not a
+# newer one that pip would fetch into an isolated build environment. Each
+# environment has its own CMake build directory.
 $(STAMPS)/installed: $(STAMPS)/venv $(SOURCES)
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps .
+	@touch $@
+
+$(STAMPS)/cuda-installed: $(STAMPS)/cuda-venv $(SOURCES)
+	$(CUDA_BIN)/python -m pip install --quiet --no-build-isolation --no-deps -Cbuild-dir=build/cuda .
 	@touch $@
 
 clean:
