@@ -269,7 +269,12 @@ def run_child(code: str, what: str, timeout: float) -> None:
     """Run Python `code` in a child interpreter started in tests/ (importable
     from there); fail the calling test if it fails, crashes or hangs."""
     tests = Path(__file__).resolve().parent
-    path = os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))
+    # Absolute: a relative entry (PYTHONPATH=python) would not hold in tests/,
+    # and the child would silently import the installed package instead.
+    given = os.environ.get("PYTHONPATH", "")
+    path = os.pathsep.join(
+        [str(tests), *(os.path.abspath(entry) for entry in given.split(os.pathsep) if entry)]
+    )
     try:
         child = subprocess.run(
             [sys.executable, "-c", code],

@@ -1,5 +1,6 @@
 """Errors are PyTorch's: get_* misses raise its exception type with its message,
-and a first argument that is not a module raises TypeError in every drop-in."""
+and a first argument that is not a module raises what calling the method on it
+raises (``tw.named_parameters(None)`` as ``None.named_parameters()``)."""
 
 from __future__ import annotations
 
@@ -131,37 +132,58 @@ NOT_MODULES = [
     pytest.param([nn.Linear(1, 1)], id="list-of-modules"),
 ]
 
-DROPINS: list[tuple[str, Callable[[Any], Any]]] = [
-    ("named_parameters", tw.named_parameters),
-    ("parameters", tw.parameters),
-    ("named_buffers", tw.named_buffers),
-    ("buffers", tw.buffers),
-    ("named_modules", tw.named_modules),
-    ("modules", tw.modules),
-    ("named_children", tw.named_children),
-    ("children", tw.children),
-    ("get_submodule", partial(lambda m, t: tw.get_submodule(m, t), t="")),
-    ("get_parameter", partial(lambda m, t: tw.get_parameter(m, t), t="weight")),
-    ("get_buffer", partial(lambda m, t: tw.get_buffer(m, t), t="running_mean")),
+TARGETS = {"get_submodule": "", "get_parameter": "weight", "get_buffer": "running_mean"}
+EVERY_DROPIN = [
+    "state_dict",
+    "named_parameters",
+    "parameters",
+    "named_buffers",
+    "buffers",
+    "named_modules",
+    "modules",
+    "named_children",
+    "children",
+    *TARGETS,
 ]
 
 
-@pytest.mark.parametrize("not_a_module", NOT_MODULES)
-@pytest.mark.parametrize("dropin", [call for _, call in DROPINS], ids=[n for n, _ in DROPINS])
-def test_non_module_first_argument_raises_type_error(
-    dropin: Callable[[Any], Any], not_a_module: Any
-) -> None:
-    with pytest.raises(TypeError):
-        result = dropin(not_a_module)
+def outcome(call: Callable[[], Any]) -> tuple[type[BaseException], str] | None:
+    """The type and message of the error `call()` raises (consuming an iterator), or None."""
+    try:
+        result = call()
         if hasattr(result, "__next__"):
             list(result)
+    except Exception as error:
+        return type(error), str(error)
+    return None
 
 
-def test_type_error_leaves_no_exception_set() -> None:
-    """After a TypeError the next call works (no error left half-set)."""
+@pytest.mark.parametrize("not_a_module", NOT_MODULES)
+@pytest.mark.parametrize("name", EVERY_DROPIN)
+def test_non_module_first_argument_raises_what_the_method_call_raises(
+    name: str, not_a_module: Any
+) -> None:
+    args = (TARGETS[name],) if name in TARGETS else ()
+    theirs = outcome(lambda: getattr(not_a_module, name)(*args))
+    assert theirs is not None
+    assert outcome(lambda: getattr(tw, name)(not_a_module, *args)) == theirs
+
+
+@pytest.mark.parametrize("name", [name for name in EVERY_DROPIN if name not in TARGETS])
+def test_installed_methods_called_on_a_non_module_raise_pytorchs_error(name: str) -> None:
+    args = (TARGETS[name],) if name in TARGETS else ()
+    pytorch_method = nn.Module.__dict__[name]
+    with tw.installed():
+        ours = outcome(lambda: getattr(nn.Module, name)(None, *args))
+    assert ours is not None
+    assert ours == outcome(lambda: pytorch_method(None, *args))
+
+
+def test_an_error_leaves_no_exception_set() -> None:
+    """After an error the next call works (no error left half-set)."""
     net = network()
     for _ in range(3):
-        with pytest.raises(TypeError):
+        with pytest.raises(AttributeError):
             list(tw.named_parameters(None))
         assert [n for n, _ in tw.named_parameters(net)] == [n for n, _ in net.named_parameters()]
 
@@ -173,7 +195,6 @@ BADLY_BOUND_CALLS = {
     "an unknown keyword": ((), {"bogus": 1}),
     "the module given twice": ((), {"self": "the module again"}),
 }
-EVERY_DROPIN = ["state_dict", *(name for name, _ in DROPINS)]
 
 
 @pytest.mark.parametrize(

@@ -295,12 +295,15 @@ def test_threads_patching_and_walking_classes_agree_with_pytorch() -> None:
 # --- dicts that change under the walk -------------------------------------------------
 
 
-def trapped_tree(looked_up: str) -> tuple[nn.Module, Callable[[], None], list[Any]]:
+def trapped_tree(
+    looked_up: str,
+) -> tuple[nn.Module, Callable[[], None], Callable[[], bool], list[Any]]:
     """A tree whose child `victim` holds, in its instance dict, a key that hashes
     like `looked_up`: the walk's lookup of that name runs the key's __eq__,
     which (once armed) removes `victim` from the tree, so that it is freed, and
     allocates objects that could take its memory. Returns the tree, the arming
-    function and weak references to everything the tree held."""
+    function, a function telling whether the trap has fired, and weak references
+    to everything the tree held."""
     parent = nn.Sequential()
     armed = [False]
     strangers: list[Any] = []
@@ -318,7 +321,12 @@ def trapped_tree(looked_up: str) -> tuple[nn.Module, Callable[[], None], list[An
             return False
 
     victim = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    # The trap goes in before the entry it imitates (taken out and put back
+    # after it), so that a lookup of that entry meets the trap first.
+    entry = victim.__dict__.pop(looked_up, None)
     victim.__dict__[Trap()] = None
+    if entry is not None:
+        victim.__dict__[looked_up] = entry
     parent.add_module("victim", victim)
     parent.add_module("after", nn.Linear(1, 1))
     originals = [weakref.ref(o) for o in [*parent.modules(), *parent.parameters()]]
@@ -326,7 +334,10 @@ def trapped_tree(looked_up: str) -> tuple[nn.Module, Callable[[], None], list[An
     def arm() -> None:
         armed[0] = True
 
-    return parent, arm, originals
+    def fired() -> bool:
+        return "victim" not in parent._modules
+
+    return parent, arm, fired, originals
 
 
 def check_module_freed_while_walked_is_never_yielded() -> None:
@@ -334,20 +345,32 @@ def check_module_freed_while_walked_is_never_yielded() -> None:
     when the tree changes under its walk; torchwalk may raise or answer, but it
     must hold its own references: it must never yield an object that is not in
     the tree (the freed module's memory, reused by another object)."""
-    for looked_up in ("named_modules", "_modules", "_parameters", "_buffers", "__getattribute__"):
-        for walk in (tw.named_modules, tw.modules, tw.named_parameters, tw.named_children):
-            tree, arm, originals = trapped_tree(looked_up)
+    for looked_up in ("named_modules", "_modules", "_parameters", "_buffers"):
+        fired_in = []
+        walks = (
+            tw.named_modules,
+            tw.modules,
+            tw.named_parameters,
+            tw.named_buffers,
+            tw.named_children,
+        )
+        for walk in walks:
+            tree, arm, fired, originals = trapped_tree(looked_up)
             arm()
             try:
                 found = list(walk(tree))
             except RuntimeError:
-                continue
+                found = []
+            if fired():
+                fired_in.append(walk.__name__)
             for item in found:
                 value = item[1] if isinstance(item, tuple) else item
                 assert any(value is original() for original in originals), (
                     f"{walk.__name__} yielded {item!r}, not in the tree "
                     f"(the lookup of {looked_up!r} freed the module being walked)"
                 )
+        # The walks that read the victim's instance dict look the name up.
+        assert fired_in, f"no walk looked up {looked_up!r}: the trap never fired"
 
 
 def test_module_freed_while_walked_is_never_yielded() -> None:

@@ -190,15 +190,32 @@ def test_deep_chain_draws_without_recursion() -> None:
     assert lines[-1].endswith("└─ scale (4,)")
 
 
+def assert_labels_cover(labels: list[str], children: list[str]) -> None:
+    """Each label is the next child's name, or ``first-last`` for a run of them."""
+    remaining = iter(children)
+    for label in labels:
+        first, _, last = label.partition("-") if label not in children else (label, "", "")
+        assert next(remaining) == first, f"{label!r} is not the next child of {children}"
+        if last:
+            assert last in children, f"run {label!r} does not end at a child"
+            while next(remaining) != last:
+                pass
+    assert next(remaining, None) is None, f"children missing from the drawing: {labels}"
+
+
 @given(module_trees())
 def test_random_trees_draw(root: nn.Module) -> None:
     records = records_of(root)
     drawing = render_records(records, name="root")
     lines = drawing.splitlines()
     assert lines[0] == f"root ({type(root).__name__})"
-    # Each unique module is drawn once on its own line, except inside collapsed runs.
-    drawn_modules = sum(": " in line for line in lines[1:])
-    assert 0 < drawn_modules + 1 <= records.module_count() or records.module_count() == 1
+    # The root's children are drawn below it in order, each on its own line or
+    # inside the line of a collapsed run ("first-last: n × Type").
+    labels = [
+        line[3:].split(": ")[0] for line in lines[1:] if line[:3] in ("├─ ", "└─ ") and ": " in line
+    ]
+    children = [name for name, child in root._modules.items() if child is not None]
+    assert_labels_cover(labels, children)
     plain = render_records(records, name="root", ascii=True)
     assert not set(plain) & set("├└│→×…")
     assert len(plain.splitlines()) == len(lines)

@@ -32,14 +32,6 @@ using namespace torchwalk;
 
 namespace {
 
-void require_module(py::handle object, const char* function) {
-  if (!facts_of(Py_TYPE(object.ptr())).is_module) {
-    throw py::type_error(std::string("torchwalk.") + function +
-                         "() expects an nn.Module as its first argument, got " +
-                         Py_TYPE(object.ptr())->tp_name);
-  }
-}
-
 PyObject* empty_str() {
   static PyObject* empty = PyUnicode_InternFromString("");
   return empty;
@@ -54,11 +46,9 @@ bool truth(py::handle flag) {
   return value != 0;
 }
 
-std::optional<py::object> members(const char* function, py::handle module, Leaves leaves,
-                                  py::handle prefix, py::handle recurse,
-                                  py::handle remove_duplicate, bool with_names,
+std::optional<py::object> members(py::handle module, Leaves leaves, py::handle prefix,
+                                  py::handle recurse, py::handle remove_duplicate, bool with_names,
                                   AttributeMask root_keeps) {
-  require_module(module, function);
   return walk_members(module, MemberQuery{leaves, prefix, truth(recurse), truth(remove_duplicate),
                                           with_names, root_keeps | mask_of(kNamedMembers)});
 }
@@ -73,6 +63,11 @@ PyObject* fast_call(const char* function, Arguments args, Py_ssize_t nargs, Walk
     PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments but %zd were given",
                  function, Arity, nargs);
     return nullptr;
+  }
+  // A first argument that is no module: Python answers, as `module.method()`
+  // would (an AttributeError, for most objects).
+  if (!facts_of(Py_TYPE(args[0])).is_module) {
+    Py_RETURN_NONE;
   }
   try {
     auto found = walk(args);
@@ -92,42 +87,38 @@ PyObject* fast_call(const char* function, Arguments args, Py_ssize_t nargs, Walk
 
 PyObject* named_parameters(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<4>("named_parameters", args, nargs, [](Arguments a) {
-    return members("named_parameters", a[0], Leaves::parameters, a[1], a[2], a[3], true,
-                   mask_of(kNamedParameters));
+    return members(a[0], Leaves::parameters, a[1], a[2], a[3], true, mask_of(kNamedParameters));
   });
 }
 
 PyObject* parameters(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<2>("parameters", args, nargs, [](Arguments a) {
-    return members("parameters", a[0], Leaves::parameters, empty_str(), a[1], Py_True, false,
+    return members(a[0], Leaves::parameters, empty_str(), a[1], Py_True, false,
                    mask_of(kParameters, kNamedParameters));
   });
 }
 
 PyObject* named_buffers(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<4>("named_buffers", args, nargs, [](Arguments a) {
-    return members("named_buffers", a[0], Leaves::buffers, a[1], a[2], a[3], true,
-                   mask_of(kNamedBuffers));
+    return members(a[0], Leaves::buffers, a[1], a[2], a[3], true, mask_of(kNamedBuffers));
   });
 }
 
 PyObject* buffers(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<2>("buffers", args, nargs, [](Arguments a) {
-    return members("buffers", a[0], Leaves::buffers, empty_str(), a[1], Py_True, false,
+    return members(a[0], Leaves::buffers, empty_str(), a[1], Py_True, false,
                    mask_of(kBuffers, kNamedBuffers));
   });
 }
 
 PyObject* named_modules(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<4>("named_modules", args, nargs, [](Arguments a) {
-    require_module(a[0], "named_modules");
     return walk_modules(a[0], ModuleQuery{a[1], a[2], truth(a[3]), true, mask_of(kNamedModules)});
   });
 }
 
 PyObject* modules(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<2>("modules", args, nargs, [](Arguments a) {
-    require_module(a[0], "modules");
     return walk_modules(a[0], ModuleQuery{Py_None, empty_str(), truth(a[1]), false,
                                           mask_of(kModules, kNamedModules)});
   });
@@ -135,42 +126,35 @@ PyObject* modules(PyObject*, Arguments args, Py_ssize_t nargs) {
 
 PyObject* named_children(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<1>("named_children", args, nargs, [](Arguments a) {
-    require_module(a[0], "named_children");
     return walk_children(a[0], true, mask_of(kNamedChildren));
   });
 }
 
 PyObject* children(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<1>("children", args, nargs, [](Arguments a) {
-    require_module(a[0], "children");
     return walk_children(a[0], false, mask_of(kChildren, kNamedChildren));
   });
 }
 
 PyObject* get_submodule(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<2>("get_submodule", args, nargs, [](Arguments a) {
-    require_module(a[0], "get_submodule");
     return find_submodule(a[0], a[1], mask_of(kGetSubmodule));
   });
 }
 
 PyObject* get_parameter(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<2>("get_parameter", args, nargs, [](Arguments a) {
-    require_module(a[0], "get_parameter");
     return find_parameter(a[0], a[1], mask_of(kGetParameter));
   });
 }
 
 PyObject* get_buffer(PyObject*, Arguments args, Py_ssize_t nargs) {
-  return fast_call<2>("get_buffer", args, nargs, [](Arguments a) {
-    require_module(a[0], "get_buffer");
-    return find_buffer(a[0], a[1], mask_of(kGetBuffer));
-  });
+  return fast_call<2>("get_buffer", args, nargs,
+                      [](Arguments a) { return find_buffer(a[0], a[1], mask_of(kGetBuffer)); });
 }
 
 PyObject* state_dict(PyObject*, Arguments args, Py_ssize_t nargs) {
   return fast_call<4>("state_dict", args, nargs, [](Arguments a) {
-    require_module(a[0], "state_dict");
     return walk_state_dict(a[0], StateDictQuery{a[1], a[2], a[3], mask_of(kStateDict)});
   });
 }
