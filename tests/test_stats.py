@@ -85,9 +85,8 @@ def assert_matches(got: TensorStats, want: TensorStats) -> None:
 
 
 def stats_of(tensors: list[torch.Tensor], path: str = "kernels") -> list[TensorStats]:
-    from torchwalk.stats import _from_raw
-
-    return [_from_raw(f"t{i}", raw) for i, raw in enumerate(_C.tensor_stats(tensors, path))]
+    table = _C.tensor_stats(tensors, path)
+    return [TensorStats(f"t{i}", *table.figures(i)) for i in range(len(table))]
 
 
 def values(dtype: torch.dtype, numel: int, seed: int = 0) -> torch.Tensor:
@@ -220,7 +219,7 @@ def test_kernels_take_the_fastest_cpu_build_this_machine_runs() -> None:
     builds = [path for path in PATHS if path.endswith("_cpu")]
     assert builds[-1] == "portable_cpu"  # runs anywhere
     tensors = [values(dtype, 10_007, seed=3) for dtype in ALL_REAL_DTYPES]
-    assert _C.tensor_stats(tensors) == _C.tensor_stats(tensors, builds[0])
+    assert _C.tensor_stats(tensors).partials() == _C.tensor_stats(tensors, builds[0]).partials()
 
 
 def test_unknown_stats_path_is_refused() -> None:
@@ -341,6 +340,33 @@ def test_anomalies_text_and_html_flag_them() -> None:
     assert "no anomalies" in str(compute_stats([("fine", torch.ones(2))]))
 
 
+def test_flagged_rows_are_the_rows_whose_anomaly_is_set() -> None:
+    """The table flags rows in C++; each row's own ``anomaly`` is the oracle."""
+    tensors = [
+        torch.zeros(3, dtype=torch.complex64),
+        torch.zeros(2, dtype=torch.bool),
+        torch.ones(2, dtype=torch.bool),
+        torch.zeros(4, dtype=torch.int8),
+        torch.empty(0),
+        torch.empty(3, device="meta"),
+        torch.tensor([0.0, -0.0]),
+        torch.tensor([1.0, float("inf"), float("nan")], dtype=torch.bfloat16),
+        torch.randn(5),
+        torch.zeros(2, 3).t(),
+    ]
+    stats = compute_stats([(f"t{i}", t) for i, t in enumerate(tensors)])
+    flagged = [row for row in stats.rows if row.anomaly is not None]
+    assert stats.anomalies() == flagged and 0 < len(flagged) < len(tensors)
+
+
+def test_rows_are_read_by_position_within_the_table() -> None:
+    table = _C.tensor_stats([torch.ones(2), torch.zeros(1)])
+    assert table.figures(1)[0] == 1
+    for outside in (2, -1, 10**30):
+        with pytest.raises(IndexError):
+            table.figures(outside)
+
+
 def test_to_dict_and_json() -> None:
     stats = compute_stats([("a", torch.arange(4.0)), ("b", torch.empty(0))])
     as_dict = stats.to_dict()
@@ -379,7 +405,7 @@ from torchwalk import _C
 g = torch.Generator().manual_seed(1)
 tensors = [torch.randn(n, generator=g) * 10 + 3 for n in (300_001, 70_000, 5, 1_000_000)]
 tensors.append(torch.randn(700, 900, generator=g).t())
-print(torch.get_num_threads(), repr(_C.tensor_stats(tensors)))
+print(torch.get_num_threads(), repr(_C.tensor_stats(tensors).partials()))
 """
 
 

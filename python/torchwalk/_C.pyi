@@ -4,7 +4,7 @@ The walkers return an iterator over what the nn.Module method of the same
 name yields, or None when PyTorch itself must answer (see dropin.py).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -125,18 +125,50 @@ def walk_mapping(
 
 # --- Bulk value statistics (csrc/stats/). ------------------------------------
 #
-# A raw row: (numel, kind, count, sum, m2, sum_squares, min, max, absmax,
+# A partial row: (numel, kind, count, sum, m2, sum_squares, min, max, absmax,
 # zeros, nans, infs), kind one of "values", "counts_and_l2" (complex),
 # "numel_only" (meta). count is the elements read (0 for empty and meta
 # tensors), m2 the sum of squared deviations from the mean; min, max and
 # absmax leave NaNs out (they are counted in nans).
+#
+# Figures: (numel, mean, std, min, max, absmax, l2, zeros, nans, infs), the
+# fields of torchwalk.TensorStats after its name, None where the tensor has
+# no such figure.
 
-StatsRow = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
+PartialRow = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
+Figures = tuple[
+    int,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    int | None,
+    int | None,
+    int | None,
+]
+
+class StatsTable:
+    """The statistics of many tensors, a row each, kept in C++."""
+
+    def __len__(self) -> int: ...
+    @staticmethod
+    def concatenated(tables: Iterable[StatsTable], /) -> StatsTable: ...
+    def figures(self, row: int, /) -> Figures: ...
+    def merged_figures(self, rows: Iterable[int], /) -> Figures: ...  # as if concatenated
+    def total_figures(self) -> Figures: ...
+    def anomalous(self) -> list[int]: ...  # rows with a NaN, an Inf, or only zeros
+    def partials(self) -> list[PartialRow]: ...
+    # A copy whose `rows` are merged, in rank order, from per_rank[rank][i] =
+    # (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of rows[i].
+    def merged_across_ranks(
+        self, rows: list[int], per_rank: list[list[list[float]]], numels: list[int]
+    ) -> StatsTable: ...
 
 # path: "kernels" (the CPU and CUDA kernels, ATen on other devices), one
 # build of the CPU kernel for CPU tensors ("avx512_cpu", "avx2_cpu",
 # "portable_cpu": the last runs on any x86-64), or "aten" (ATen reductions
 # for every tensor). All but "kernels" are for tests and benchmarks.
-def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> list[StatsRow]: ...
+def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> StatsTable: ...
 def stats_paths() -> list[str]: ...  # the paths this machine can take
-def merge_stats(rows: list[StatsRow], /) -> StatsRow: ...  # as if concatenated

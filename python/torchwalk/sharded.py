@@ -1,29 +1,29 @@
 """Statistics of sharded tensors (DTensor, as FSDP2's ``fully_shard`` makes them).
 
 Each rank reads only its local shard with the same fused kernels as for any
-tensor; the mergeable partial results of all DTensor rows are then combined
-over each mesh with ``torch.distributed`` collectives, one per reduction kind
-(sum, min, max, and one gather of the moments), not one per tensor. Every
-rank gets the same figures, those of the global tensor.
+tensor; the mergeable partial results of all DTensor rows of a mesh are then
+gathered with one ``torch.distributed`` all-gather over the mesh (not one
+per tensor), and every rank merges them, in rank order, with the same C++
+merge that makes totals (``_C.StatsTable.merged_across_ranks``). Every rank
+gets the same figures, those of the global tensor.
 
 A replicated placement would count its elements once per replica: only the
 ranks at coordinate 0 along replicated mesh dimensions contribute. A partial
 placement (values still to be summed across ranks) is materialised with
 ``full_tensor()`` and read once. Means and variances are merged from each
-shard's count, mean and sum of squared deviations (Chan et al.), in rank
-order, which keeps ``std`` accurate where raw sums of squares would not.
+shard's count, sum and sum of squared deviations (Chan et al.), which keeps
+``std`` accurate where raw sums of squares would not.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-RawStats = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
+from torchwalk import _C
 
 
 def sharded_tensor_class() -> type | None:
@@ -63,26 +63,29 @@ def local_parts(tensors: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], li
 
 
 def merge_across_ranks(
-    tensors: Sequence[torch.Tensor], raw_rows: list[RawStats], sharded: Sequence[int]
-) -> list[RawStats]:
-    """``raw_rows`` with each sharded tensor's row replaced by its global row."""
+    tensors: Sequence[torch.Tensor], table: _C.StatsTable, sharded: Sequence[int]
+) -> _C.StatsTable:
+    """``table`` with each sharded tensor's row replaced by its global row."""
     meshes: dict[int, Any] = {}  # by id: the same mesh object on every rank's tensors
     by_mesh: dict[int, list[int]] = {}
     for position in sharded:
         mesh = getattr(tensors[position], "device_mesh")  # noqa: B009 (a DTensor attribute)
         meshes[id(mesh)] = mesh
         by_mesh.setdefault(id(mesh), []).append(position)
-    merged = list(raw_rows)
+    partials = table.partials()
     for mesh_id, positions in by_mesh.items():
-        rows = [raw_rows[position] for position in positions]
-        for position, row in zip(positions, _merge_rows(meshes[mesh_id], rows), strict=True):
-            # The global tensor's element count, in place of the shard's.
-            merged[position] = (tensors[position].numel(), *row[1:])
-    return merged
+        # (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of each row
+        local = [list(partials[position][2:]) for position in positions]
+        table = table.merged_across_ranks(
+            positions,
+            _gather(meshes[mesh_id], local),
+            [tensors[position].numel() for position in positions],
+        )
+    return table
 
 
-def _merge_rows(mesh: Any, rows: list[RawStats]) -> list[RawStats]:
-    """The rows of one mesh's tensors, merged over the mesh's ranks (collectives)."""
+def _gather(mesh: Any, local: list[list[float]]) -> list[list[list[float]]]:
+    """Every rank's `local` rows, in rank order: one all-gather over the mesh's ranks."""
     import torch.distributed as dist
 
     if mesh.ndim == 1:
@@ -97,67 +100,11 @@ def _merge_rows(mesh: Any, rows: list[RawStats]) -> list[RawStats]:
     device = torch.device(mesh.device_type)
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-
-    def float64(values: list[Any]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float64, device=device)
-
-    additive = float64(  # count, zeros, nans, infs, sum of squares
-        [[row[2], row[9], row[10], row[11], row[5]] for row in rows]
-    )
-    # A rank that read nothing of a tensor must not move its extremes.
-    lows = float64([row[6] if row[2] else math.inf for row in rows])
-    highs = float64([[row[7], row[8]] if row[2] else [-math.inf, -math.inf] for row in rows])
-    moments = float64(  # count, mean, sum of squared deviations
-        [[row[2], row[3] / row[2] if row[2] else 0.0, row[4]] for row in rows]
-    )
-    gathered = [torch.empty_like(moments) for _ in range(dist.get_world_size(group))]
-    dist.all_reduce(additive, dist.ReduceOp.SUM, group=group)
-    dist.all_reduce(lows, dist.ReduceOp.MIN, group=group)
-    dist.all_reduce(highs, dist.ReduceOp.MAX, group=group)
-    dist.all_gather(gathered, moments, group=group)
-
-    additive_rows, low_rows, high_rows = additive.tolist(), lows.tolist(), highs.tolist()
-    shard_moments = [part.tolist() for part in gathered]
-    merged: list[RawStats] = []
-    for index, row in enumerate(rows):
-        count, mean, m2 = 0.0, 0.0, 0.0
-        for shard in shard_moments:  # rank order: the same result on every rank
-            count, mean, m2 = _chan_merge((count, mean, m2), tuple(shard[index]))
-        total_count, zeros, nans, infs, sum_squares = additive_rows[index]
-        merged.append(
-            (
-                row[0],
-                row[1],
-                int(total_count),
-                mean * count,
-                m2,
-                sum_squares,
-                low_rows[index],
-                high_rows[index][0],
-                high_rows[index][1],
-                int(zeros),
-                int(nans),
-                int(infs),
-            )
-        )
-    return merged
-
-
-def _chan_merge(
-    left: tuple[float, float, float], right: tuple[float, ...]
-) -> tuple[float, float, float]:
-    """Two (count, mean, M2) summaries merged into the summary of both."""
-    left_count, left_mean, left_m2 = left
-    right_count, right_mean, right_m2 = right
-    if right_count == 0:
-        return left
-    if left_count == 0:
-        return right_count, right_mean, right_m2
-    count = left_count + right_count
-    delta = right_mean - left_mean
-    mean = left_mean + delta * right_count / count
-    m2 = left_m2 + right_m2 + delta * delta * left_count * right_count / count
-    return count, mean, m2
+    # float64 holds the counts exactly up to 2**53 elements.
+    mine = torch.tensor(local, dtype=torch.float64, device=device)
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, mine, group=group)
+    return [part.tolist() for part in gathered]
 
 
 __all__ = ["local_parts", "merge_across_ranks", "sharded_tensor_class"]

@@ -1,30 +1,27 @@
-"""Bulk value statistics of parameters, gradients and buffers (API.md §5).
+"""Bulk value statistics of parameters, gradients and buffers.
 
 :func:`compute_stats` hands all the tensors to the C++ kernels at once
 (``_C.tensor_stats``): one pass over each tensor's memory, every figure at
 once, in parallel across and within tensors, with no copies. What comes back
-per tensor are mergeable moments (count, sum, sum of squared deviations, ...),
-from which :class:`TensorStats` takes its figures, and which merge into the
-total and the per-module roll-ups exactly as if the tensors were concatenated.
+is a ``_C.StatsTable``: per tensor, mergeable moments (count, sum, sum of
+squared deviations, ...), kept in C++. The total and the per-module roll-ups
+are merged there, exactly as if the tensors were concatenated, and a
+:class:`TensorStats` is made only for a row that is read.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
 from torchwalk.sharded import local_parts, merge_across_ranks
-
-RawStats = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
-"""What ``_C.tensor_stats`` gives per tensor: (numel, kind, count, sum, m2,
-sum_squares, min, max, absmax, zeros, nans, infs); see ``_C.pyi``."""
 
 BATCH_BYTES = 256 * 1024**2
 """With a progress callback, tensors are read in batches of about this many bytes."""
@@ -73,20 +70,6 @@ class TensorStats:
         return None
 
 
-def _from_raw(name: str, raw: RawStats) -> TensorStats:
-    """The figures of a raw row from the kernels."""
-    numel, kind, count, total, m2, sum_squares, low, high, absmax, zeros, nans, infs = raw
-    if kind == "numel_only" or count == 0:
-        return TensorStats(name, numel, None, None, None, None, None, None, None, None, None)
-    l2 = math.sqrt(sum_squares)
-    if kind == "counts_and_l2":
-        return TensorStats(name, numel, None, None, None, None, None, l2, zeros, nans, infs)
-    # The kernels keep NaN-free extremes and count the NaNs; torch's are NaN then.
-    extremes = (math.nan,) * 3 if nans else (low, high, absmax)
-    std = math.sqrt(m2 / (count - 1)) if count > 1 else math.nan
-    return TensorStats(name, numel, total / count, std, *extremes, l2, zeros, nans, infs)
-
-
 def _module_path(name: str, depth: int) -> str | None:
     """The path of the module ``depth`` deep that holds ``name``; None if it is held higher up."""
     modules = name.split(".")[:-1]
@@ -101,15 +84,33 @@ class Stats:
     notebooks.
     """
 
-    def __init__(self, names: Sequence[str], raw_rows: Sequence[RawStats]) -> None:
-        self._raw_rows = list(raw_rows)
-        self.rows: list[TensorStats] = [
-            _from_raw(name, raw) for name, raw in zip(names, self._raw_rows, strict=True)
-        ]
-        """One :class:`TensorStats` per tensor, in order."""
-        self.total: TensorStats = _from_raw("total", _C.merge_stats(self._raw_rows))
-        """All rows as if their tensors were concatenated; ``total.l2`` is
-        ``torch.nn.utils.get_total_norm`` of the tensors."""
+    def __init__(self, names: Sequence[str], table: _C.StatsTable) -> None:
+        if len(names) != len(table):
+            raise ValueError(f"{len(names)} names for {len(table)} rows of statistics")
+        self._names = list(names)
+        self._table = table
+        self._rows: list[TensorStats] | None = None
+        self._total: TensorStats | None = None
+
+    @property
+    def rows(self) -> list[TensorStats]:
+        """One :class:`TensorStats` per tensor, in order (made when first read)."""
+        if self._rows is None:
+            self._rows = [self._row(index) for index in range(len(self._names))]
+        return self._rows
+
+    @property
+    def total(self) -> TensorStats:
+        """All rows as if their tensors were concatenated, named ``"total"``;
+        ``total.l2`` is ``torch.nn.utils.get_total_norm`` of the tensors."""
+        if self._total is None:
+            self._total = TensorStats("total", *self._table.total_figures())
+        return self._total
+
+    def _row(self, index: int) -> TensorStats:
+        if self._rows is not None:
+            return self._rows[index]
+        return TensorStats(self._names[index], *self._table.figures(index))
 
     def by_module(self, depth: int) -> list[TensorStats]:
         """One row per module path ``depth`` deep (the root is 0), over the tensors below it.
@@ -119,16 +120,19 @@ class Stats:
         """
         if depth < 0:
             raise ValueError(f"depth must be 0 or more, got {depth}")
-        raw_by_path: dict[str, list[RawStats]] = {}
-        for row, raw in zip(self.rows, self._raw_rows, strict=True):
-            path = _module_path(row.name, depth)
+        rows_by_path: dict[str, list[int]] = {}
+        for index, name in enumerate(self._names):
+            path = _module_path(name, depth)
             if path is not None:
-                raw_by_path.setdefault(path, []).append(raw)
-        return [_from_raw(path, _C.merge_stats(raws)) for path, raws in raw_by_path.items()]
+                rows_by_path.setdefault(path, []).append(index)
+        return [
+            TensorStats(path, *self._table.merged_figures(rows))
+            for path, rows in rows_by_path.items()
+        ]
 
     def anomalies(self) -> list[TensorStats]:
         """The rows with a NaN, an Inf, or nothing but zeros."""
-        return [row for row in self.rows if row.anomaly is not None]
+        return [self._row(index) for index in self._table.anomalous()]
 
     def to_dict(self) -> dict[str, Any]:
         """``{"tensors": [...], "total": {...}}``, with the fields of :class:`TensorStats`.
@@ -143,7 +147,7 @@ class Stats:
         return json.dumps(self.to_dict(), indent=indent)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._names)
 
     def __str__(self) -> str:
         lines = [_cells(row) for row in [*self.rows, self.total]]
@@ -174,7 +178,7 @@ class Stats:
         return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
     def __repr__(self) -> str:
-        return f"Stats(tensors={len(self.rows)}, numel={self.total.numel})"
+        return f"Stats(tensors={len(self)}, numel={self.total.numel})"
 
 
 _COLUMN_TITLES = (
@@ -233,22 +237,47 @@ def compute_stats(
     # Sharded tensors are read where they lie (each rank its shard), then merged.
     parts, sharded = local_parts(tensors)
     if progress is None:
-        raw_rows: list[RawStats] = _C.tensor_stats(parts)
+        table = _C.tensor_stats(parts)
     else:
-        raw_rows = []
         batch: list[torch.Tensor] = []
         batch_bytes = 0
+        tables: list[_C.StatsTable] = []
         for tensor in [*parts, None]:
             if tensor is not None:
                 batch.append(tensor)
                 batch_bytes += tensor.numel() * tensor.element_size()
             if batch and (tensor is None or batch_bytes >= BATCH_BYTES):
-                raw_rows.extend(_C.tensor_stats(batch))
+                tables.append(_C.tensor_stats(batch))
                 progress(batch_bytes)
                 batch, batch_bytes = [], 0
+        table = _C.StatsTable.concatenated(tables)
     if sharded:
-        raw_rows = merge_across_ranks(tensors, raw_rows, sharded)
-    return Stats(names, raw_rows)
+        table = merge_across_ranks(tensors, table, sharded)
+    return Stats(names, table)
 
 
-__all__ = ["Stats", "TensorStats", "compute_stats"]
+def stats_of_members(
+    named_parameters: Iterable[tuple[str, torch.Tensor]],
+    named_buffers: Iterable[tuple[str, torch.Tensor]],
+    *,
+    grads: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Stats:
+    """The :class:`Stats` of a model's parameters (or their gradients), then buffers.
+
+    With ``grads``, a row per parameter that has a ``.grad``, describing it
+    under the parameter's name, and no buffers. Lazy parameters, which hold
+    no values yet, have no row.
+    """
+    named = list(named_parameters)
+    if grads:
+        named = [(name, parameter.grad) for name, parameter in named if parameter.grad is not None]
+    else:
+        named += named_buffers
+    # isinstance through Parameter's metaclass is slow: test each type once.
+    if any(issubclass(kind, UninitializedTensorMixin) for kind in {type(t) for _, t in named}):
+        named = [(n, t) for n, t in named if not isinstance(t, UninitializedTensorMixin)]
+    return compute_stats(named, progress)
+
+
+__all__ = ["Stats", "TensorStats", "compute_stats", "stats_of_members"]

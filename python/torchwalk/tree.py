@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
+from torchwalk.dropin import named_parameters
 from torchwalk.render import render_records
 from torchwalk.sharded import sharded_tensor_class
-from torchwalk.stats import Stats, compute_stats
+from torchwalk.stats import Stats, stats_of_members
 from torchwalk.summary import Summary, TieGroup, summarize
 
 Source = nn.Module | Mapping[str, torch.Tensor]
@@ -124,13 +124,12 @@ class ParamTree:
             Stats: a row per parameter object (named as ``named_parameters()``
             names it; lazy ones left out), then per buffer.
         """
-        named: list[tuple[str, torch.Tensor]] = list(self.named_parameters())
-        if grads:
-            named = [(name, p.grad) for name, p in named if p.grad is not None]
-        elif buffers:
-            named += self.named_buffers()
-        lazy = UninitializedTensorMixin
-        return compute_stats([(n, t) for n, t in named if not isinstance(t, lazy)], progress)
+        return stats_of_members(
+            self.named_parameters(),
+            self.named_buffers() if buffers else [],
+            grads=grads,
+            progress=progress,
+        )
 
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
         """The tree drawing (API.md §6), headed ``NAME (Type)`` or just ``Type``."""
@@ -191,7 +190,13 @@ def summary(source: Source, depth: int | None = None) -> Summary:
 
 
 def stats(source: Source, grads: bool = False) -> Stats:
-    """``walk(source, buffers=False).stats(grads)``."""
+    """``walk(source, buffers=False).stats(grads)``.
+
+    A module's parameters are found by :func:`torchwalk.named_parameters`
+    directly: the statistics need no snapshot.
+    """
+    if isinstance(source, nn.Module):
+        return stats_of_members(named_parameters(source), [], grads=grads)
     return walk(source, buffers=False).stats(grads=grads)
 
 
