@@ -498,6 +498,19 @@ void bind_stats(py::module_& m) {
           "Every row as (numel, kind, count, sum, m2, sum_squares, min, max, absmax, zeros, "
           "nans, infs).")
       .def(
+          "moments",
+          [](const StatsTable& table, py::iterable rows) {
+            py::list found;
+            for (py::handle row : rows) {
+              const Moments& m = table.at(row).moments;
+              found.append(py::make_tuple(m.count, m.sum, m.m2, m.sum_squares, m.min, m.max,
+                                          m.absmax, m.zeros, m.nans, m.infs));
+            }
+            return found;
+          },
+          "(count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of each of `rows`: "
+          "what merged_across_ranks merges.")
+      .def(
           "merged_across_ranks",
           [](const StatsTable& table, py::iterable rows, py::sequence per_rank,
              py::iterable numels) {

@@ -72,19 +72,16 @@ def merge_across_ranks(
         mesh = getattr(tensors[position], "device_mesh")  # noqa: B009 (a DTensor attribute)
         meshes[id(mesh)] = mesh
         by_mesh.setdefault(id(mesh), []).append(position)
-    partials = table.partials()
     for mesh_id, positions in by_mesh.items():
-        # (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of each row
-        local = [list(partials[position][2:]) for position in positions]
         table = table.merged_across_ranks(
             positions,
-            _gather(meshes[mesh_id], local),
+            _gather(meshes[mesh_id], table.moments(positions)),
             [tensors[position].numel() for position in positions],
         )
     return table
 
 
-def _gather(mesh: Any, local: list[list[float]]) -> list[list[list[float]]]:
+def _gather(mesh: Any, local: list[tuple[float, ...]]) -> list[list[list[float]]]:
     """Every rank's `local` rows, in rank order: one all-gather over the mesh's ranks."""
     import torch.distributed as dist
 
