@@ -18,7 +18,7 @@ import pytest
 import torch
 import torchwalk as tw
 from hypothesis import given
-from module_trees import assert_same_items, module_trees
+from module_trees import assert_same_items, module_trees, python_code_run_by
 from state_dict_oracle import assert_same_call, check_state_dict, decorated_trees
 from torch import nn
 
@@ -211,3 +211,57 @@ def test_training_with_install_is_bit_identical() -> None:
     for name, tensor in expected.items():
         assert torch.equal(got[name], tensor), name
         assert got[name].dtype == tensor.dtype
+
+
+# --- the C++ path is the one taken ------------------------------------------------------
+
+PYTORCH_CODE = {
+    function.__code__
+    for function in (
+        *PYTORCH.values(),
+        nn.Module._named_members,
+        nn.Module._save_to_state_dict,
+        nn.Module.get_submodule,
+        nn.Module.get_parameter,
+        nn.Module.get_buffer,
+    )
+}
+
+
+def _plain_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Linear(4, 2)))
+
+
+def test_installed_methods_run_none_of_pytorchs_walks(installed: None) -> None:
+    model = _plain_model()
+
+    def use() -> None:
+        for name in ROUTED:
+            result = getattr(model, name)()
+            if name != "state_dict":
+                list(result)
+
+    use()  # class facts cached
+    assert not PYTORCH_CODE & python_code_run_by(use)
+
+
+def test_drop_ins_run_none_of_pytorchs_walks() -> None:
+    model = _plain_model()
+
+    def use() -> None:
+        tw.state_dict(model)
+        tw.get_submodule(model, "2.0")
+        tw.get_parameter(model, "2.0.weight")
+        tw.get_buffer(model, "1.running_mean")
+        list(tw.named_parameters(model))
+        list(tw.named_modules(model))
+
+    use()
+    assert not PYTORCH_CODE & python_code_run_by(use)
+
+
+def test_the_check_sees_pytorchs_walks_when_they_run() -> None:
+    """The oracle of the two tests above: PyTorch's own calls are seen."""
+    model = _plain_model()
+    seen = python_code_run_by(lambda: (model.state_dict(), model.get_submodule("2.0")))
+    assert nn.Module.state_dict.__code__ in seen and nn.Module.get_submodule.__code__ in seen
