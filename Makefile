@@ -21,7 +21,16 @@ BIN := $(VENV)/bin
 CUDA_VENV := .venv-cuda
 CUDA_BIN := $(CUDA_VENV)/bin
 
-.PHONY: demo test cuda-build bench lint clean
+.PHONY: help demo test cuda-build bench dev lint clean
+
+help:
+	@echo "make demo        build, then summarise and draw the built-in models"
+	@echo "make test        build, lint (ruff, mypy, clang-format), then the whole suite"
+	@echo "make cuda-build  build against torch 2.14.1 (CUDA 13) in .venv-cuda, then the suite"
+	@echo "make bench       torchwalk bench, then the pytest-benchmark suites"
+	@echo "make dev         build the extension next to the sources (PYTHONPATH=python)"
+	@echo "make lint        ruff, mypy and clang-format alone"
+	@echo "make clean       remove the build directories"
 
 demo: $(STAMPS)/installed
 	$(BIN)/torchwalk summary
@@ -71,6 +80,12 @@ $(STAMPS)/cuda-venv: requirements-dev.txt
 $(STAMPS)/installed: $(STAMPS)/venv $(SOURCES)
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps .
 	@touch $@
+
+# The quick loop (docs/contributing.md): the installed extension and its
+# build record copied next to the sources, for PYTHONPATH=python runs.
+dev: $(STAMPS)/installed
+	# --remove-destination: a new file, not one rewritten under a process that maps it
+	cp --remove-destination $$($(BIN)/python -c "import torchwalk._C as c, torchwalk._build_info as b; print(c.__file__, b.__file__)") python/torchwalk/
 
 $(STAMPS)/cuda-installed: $(STAMPS)/cuda-venv $(SOURCES)
 	$(CUDA_BIN)/python -m pip install --quiet --no-build-isolation --no-deps -Cbuild-dir=build/cuda .

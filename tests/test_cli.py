@@ -8,7 +8,6 @@ whatever the walk does. The rest run ``python -m torchwalk`` end to end.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchwalk
+from helpers.command_line import run_torchwalk
 from test_render import SEED_DRAWING
 from torch import nn
 from torchwalk import cli, zoo
@@ -247,32 +247,6 @@ def test_bad_input_in_process_is_one_line_and_exit_status_2(
 
 
 # -- end to end -------------------------------------------------------------------------------
-
-
-def run_torchwalk(*arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m torchwalk ARGUMENTS`` in a fresh interpreter, in ``cwd`` if given."""
-    return subprocess.run(
-        [sys.executable, "-m", "torchwalk", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=cwd,
-        env=environment_for(cwd),
-    )
-
-
-def environment_for(cwd: Path | None) -> dict[str, str]:
-    """This process's environment, with ``PYTHONPATH`` made absolute so that it holds in ``cwd``.
-
-    Tests run with ``PYTHONPATH=python`` take the source tree over the installed
-    package; a relative entry would silently take the installed one elsewhere.
-    """
-    environment = dict(os.environ)
-    if cwd is not None and environment.get("PYTHONPATH"):
-        entries = environment["PYTHONPATH"].split(os.pathsep)
-        environment["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry) for entry in entries)
-    return environment
 
 
 def run_ok(*arguments: str, cwd: Path | None = None) -> str:

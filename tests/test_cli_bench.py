@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
+from helpers.command_line import run_torchwalk
 from torchwalk import bench, cli, zoo
-
-
-def run_torchwalk(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m torchwalk ARGUMENTS`` in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "torchwalk", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_bench_prints_a_table_for_the_seed() -> None:
@@ -124,3 +113,25 @@ def test_cases_compare_calls_with_the_same_results() -> None:
     model = zoo.build("gpt2")
     for case in bench.cases(model):
         assert identities(case.torch_call()) == identities(case.torchwalk_call()), case.function
+
+
+def test_bench_takes_a_callable_source(tmp_path: Path) -> None:
+    (tmp_path / "torchwalk_test_bench_models.py").write_text(
+        "from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Linear(2, 3))\n"
+    )
+    completed = run_torchwalk("bench", "torchwalk_test_bench_models:make", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "torchwalk_test_bench_models:make" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    "source", ["torchwalk_test_no_such_module:make", "os:getcwd", "nope"], ids=repr
+)
+def test_bench_refuses_a_bad_source_in_one_line(
+    source: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["bench", source]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    # (Progress lines name each source as it is loaded.)
+    assert [line for line in lines if "error" in line] == lines[-1:]
+    assert all(line.startswith("torchwalk bench: ") for line in lines)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from module_trees import python_code_run_by, run_child
+from helpers.module_trees import python_code_run_by, run_child
 from torch import nn
 
 # Dynamo is what these tests are about; the backend only runs its graphs. The

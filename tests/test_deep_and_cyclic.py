@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from module_trees import run_isolated
+from helpers.module_trees import run_isolated
 from torch import nn
 
 
@@ -195,7 +195,7 @@ def cyclic_graphs() -> dict[str, nn.Module]:
 
 
 def check_cycles_with_remove_duplicate_match_pytorch() -> None:
-    from module_trees import assert_same_walk, check_children, check_lookups
+    from helpers.module_trees import assert_same_walk, check_children, check_lookups
 
     for root in cyclic_graphs().values():
         for prefix in ("", "p"):
@@ -271,7 +271,7 @@ def test_cycle_with_a_prefilled_memo_matches_pytorch() -> None:
 def check_cycle_with_a_prefilled_memo() -> None:
     """A memo holding the module that closes the cycle ends PyTorch's walk even
     with remove_duplicate=False: torchwalk must then answer, not raise."""
-    from module_trees import assert_same_walk
+    from helpers.module_trees import assert_same_walk
 
     for graph in cyclic_graphs().values():
         closing = [m for m in graph.modules() if {id(m), id(graph)} & set(map(id, m.children()))]

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torchwalk as tw
-from module_trees import run_child
+from helpers.module_trees import run_child
 from torch import nn
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed")

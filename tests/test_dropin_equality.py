@@ -13,9 +13,7 @@ import pickle
 import pytest
 import torch
 import torchwalk as tw
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from module_trees import (
+from helpers.module_trees import (
     assert_same_items,
     check_children,
     check_every_dropin,
@@ -24,6 +22,8 @@ from module_trees import (
     check_modules,
     module_trees,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 

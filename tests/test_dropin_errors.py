@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from hypothesis import given
-from hypothesis import strategies as st
-from module_trees import (
+from helpers.module_trees import (
     MEMBER_NAMES,
     assert_same_lookup,
     assert_same_walk,
@@ -22,6 +20,8 @@ from module_trees import (
     lookup_targets,
     module_trees,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 LOOKUPS = ("get_submodule", "get_parameter", "get_buffer")

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
+from helpers.module_trees import assert_same_items, module_trees, python_code_run_by
+from helpers.state_dict_oracle import assert_same_call, check_state_dict, decorated_trees
 from hypothesis import given
-from module_trees import assert_same_items, module_trees, python_code_run_by
-from state_dict_oracle import assert_same_call, check_state_dict, decorated_trees
 from torch import nn
 
 # These tests install and uninstall themselves, against PyTorch's own functions.

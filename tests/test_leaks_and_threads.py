@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from module_trees import assert_same_items, run_isolated
+from helpers.module_trees import assert_same_items, run_isolated
 from torch import nn
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

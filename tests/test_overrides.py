@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from module_trees import Container, assert_same_items, check_every_dropin, python_code_run_by
+from helpers.module_trees import (
+    Container,
+    assert_same_items,
+    check_every_dropin,
+    python_code_run_by,
+)
 from torch import nn
 
 # --- overriding methods ----------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from module_trees import assert_same_items
+from helpers.module_trees import assert_same_items
 from test_real_modules import MODELS
 from test_records import assert_same_records
 from torch import nn

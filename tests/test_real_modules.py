@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from module_trees import check_every_dropin
+from helpers.module_trees import check_every_dropin
 from torch import nn
 
 

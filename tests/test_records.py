@@ -1,4 +1,4 @@
-"""The C++ records of a walk equal the pure-Python oracle's (tests/tree_oracle.py).
+"""The C++ records of a walk equal the pure-Python oracle's (tests/helpers/tree_oracle.py).
 
 Every method of TreeRecords, on random trees: positions, leaves, first
 occurrences, subtree figures, tie groups, tied-to links and totals. Shape
@@ -8,11 +8,11 @@ hashes are compared by the partition they induce (only equality matters).
 from __future__ import annotations
 
 import torch
+from helpers.module_trees import module_trees
+from helpers.tree_oracle import OracleRecords
 from hypothesis import given
-from module_trees import module_trees
 from torch import nn
 from torchwalk import _C
-from tree_oracle import OracleRecords
 
 
 def assert_same_records(module: nn.Module, buffers: bool) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from helpers.module_trees import module_trees
+from helpers.tree_oracle import records_of
 from hypothesis import given
-from module_trees import module_trees
 from torch import nn
 from torchwalk import zoo
 from torchwalk.render import render_records
 from torchwalk.summary import human_count
-from tree_oracle import records_of
 
 # API.md §6, verbatim.
 SEED_DRAWING = """\

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 import torch
 import torchwalk as tw
-from hypothesis import given
-from module_trees import run_isolated
-from state_dict_oracle import (
+from helpers.module_trees import run_isolated
+from helpers.state_dict_oracle import (
     assert_same_call,
     assert_same_state_dict,
     check_state_dict,
     decorated_trees,
 )
+from hypothesis import given
 from torch import nn
 from torch.overrides import TorchFunctionMode
 

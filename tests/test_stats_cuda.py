@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_stats import ALL_REAL_DTYPES, SPECIALS, assert_matches, expected, stats_of, values, views
+from helpers.stats_oracle import (
+    ALL_REAL_DTYPES,
+    SPECIALS,
+    assert_matches,
+    expected,
+    stats_of,
+    values,
+    views,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.module_trees import module_trees
+from helpers.tree_oracle import records_of
 from hypothesis import given
-from module_trees import module_trees
 from torch import nn
 from torch.nn.parameter import is_lazy
 from torchwalk import zoo
 from torchwalk.summary import Summary, SummaryRow, human_bytes, human_count, summarize
-from tree_oracle import records_of
 
 # --- what PyTorch says ------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from collections import OrderedDict
 import pytest
 import torch
 import torchwalk as tw
+from helpers.module_trees import assert_same_items, module_trees, run_isolated
 from hypothesis import given
-from module_trees import assert_same_items, module_trees, run_isolated
 from torch import nn
 
 

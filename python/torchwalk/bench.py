@@ -149,7 +149,8 @@ def run(
 
     Args:
         models (sequence of str, optional): built-in model names (see
-            :func:`torchwalk.zoo.names`). Default: all of them.
+            :func:`torchwalk.zoo.names`) or ``package.module:callable``
+            sources returning a module. Default: every built-in model.
         time_per_case_s (float): how long to keep sampling each comparison
             (each call still gets :data:`MIN_SAMPLES` to :data:`MAX_SAMPLES`
             samples). Default: 0.25.
@@ -163,10 +164,14 @@ def run(
         order, then in the order of :func:`cases`.
 
     Raises:
-        ValueError: if a name is not a built-in model (before anything runs).
+        ValueError: if a name is neither a built-in model nor a callable
+            source (before anything runs), or a source is a checkpoint.
+        torchwalk.sources.SourceError: if a callable source cannot be loaded.
     """
     names = zoo.names() if models is None else list(models)
-    unknown = [name for name in names if name not in zoo.names()]
+    # Built-in names are checked before anything is built; other sources
+    # (package.module:callable) only when they are loaded.
+    unknown = [name for name in names if name not in zoo.names() and ":" not in name]
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(zoo.names())}")
     # torch's first random fill of a meta tensor loads its decompositions
@@ -182,7 +187,7 @@ def run(
         # take most of a second. Neither the models nor the calls make cycles.
         with zoo.gc_paused():
             start = time.perf_counter()
-            model = zoo.build(name)
+            model = _module_of(name)
             build_seconds[name] = time.perf_counter() - start
             measurements.extend(
                 measure(name, case, time_per_case_s=time_per_case_s, min_sample_s=min_sample_s)
@@ -190,6 +195,16 @@ def run(
             )
             del model  # freed now, before the collector runs again
     return BenchReport(measurements, build_seconds, machine())
+
+
+def _module_of(source: str) -> nn.Module:
+    """The model a built-in name or a ``package.module:callable`` names, on the meta device."""
+    from torchwalk.sources import load_source
+
+    model = load_source(source)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{source!r} is a checkpoint: bench times the drop-ins on a module")
+    return model
 
 
 ITERATOR_FUNCTIONS = (

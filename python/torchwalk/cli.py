@@ -336,7 +336,7 @@ def _make_cwd_importable() -> None:
 
 
 def _add_bench(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
-    """Set up ``torchwalk bench [--models a,b] [--json]``."""
+    """Set up ``torchwalk bench [SOURCE ...] [--models a,b] [--json]``."""
     parser = commands.add_parser(
         "bench",
         help="time every drop-in against PyTorch on the built-in models",
@@ -347,6 +347,12 @@ def _add_bench(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
         ),
     )
     parser.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="built-in models or package.module:callable sources (default: --models)",
+    )
+    parser.add_argument(
         "--models",
         type=_model_names,
         default=zoo.names(),
@@ -354,17 +360,25 @@ def _add_bench(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
         help=f"comma-separated built-in models (default: {','.join(zoo.names())})",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(run=_bench)
+    parser.set_defaults(run=_bench, prog=parser.prog)
 
 
 def _bench(arguments: argparse.Namespace) -> int:
     """Run ``torchwalk bench``: print the table (or JSON) of the measurements."""
-    report = bench.run(
-        arguments.models,
-        progress=lambda model: print(f"torchwalk bench: {model}", file=sys.stderr, flush=True),
-    )
+    try:
+        report = _run_bench(arguments)
+    except (ValueError, sources.SourceError) as error:
+        raise UsageError(f"{arguments.prog}: error: {error}") from error
     print(report.to_json() if arguments.json else report)
     return 0
+
+
+def _run_bench(arguments: argparse.Namespace) -> bench.BenchReport:
+    _make_cwd_importable()
+    return bench.run(
+        arguments.sources or arguments.models,
+        progress=lambda model: print(f"torchwalk bench: {model}", file=sys.stderr, flush=True),
+    )
 
 
 def _model_names(text: str) -> list[str]:

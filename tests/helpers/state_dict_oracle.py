@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from hypothesis import strategies as st
-from module_trees import PREFIXES, module_trees
 from torch import nn
+
+from helpers.module_trees import PREFIXES, module_trees
 
 # What hooks and overrides add: the same object on both sides.
 MARK = torch.zeros(1)

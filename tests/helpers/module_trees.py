@@ -268,7 +268,7 @@ def run_isolated(check: Callable[[], None], timeout: float = 120) -> None:
 def run_child(code: str, what: str, timeout: float) -> None:
     """Run Python `code` in a child interpreter started in tests/ (importable
     from there); fail the calling test if it fails, crashes or hangs."""
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]
     # Absolute: a relative entry (PYTHONPATH=python) would not hold in tests/,
     # and the child would silently import the installed package instead.
     given = os.environ.get("PYTHONPATH", "")

@@ -1,0 +1,34 @@
+"""Running the ``torchwalk`` command line in a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_torchwalk(*arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m torchwalk ARGUMENTS`` in a fresh interpreter, in ``cwd`` if given."""
+    return subprocess.run(
+        [sys.executable, "-m", "torchwalk", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=cwd,
+        env=environment_for(cwd),
+    )
+
+
+def environment_for(cwd: Path | None) -> dict[str, str]:
+    """This process's environment, with ``PYTHONPATH`` made absolute so that it holds in ``cwd``.
+
+    Tests run with ``PYTHONPATH=python`` take the source tree over the installed
+    package; a relative entry would silently take the installed one elsewhere.
+    """
+    environment = dict(os.environ)
+    if cwd is not None and environment.get("PYTHONPATH"):
+        entries = environment["PYTHONPATH"].split(os.pathsep)
+        environment["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry) for entry in entries)
+    return environment
