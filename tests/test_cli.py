@@ -24,7 +24,7 @@ from torchwalk import cli, zoo
 from torchwalk.sources import Checkpoint
 from torchwalk.summary import TieGroup
 
-"""``torchwalk tree seed --name net``, as API.md §6 draws it."""
+"""``torchwalk tree seed --name net``, as docs/api.md draws it."""
 
 GPT2_TIE = {
     "names": ["transformer.wte.weight", "lm_head.weight"],

@@ -1,4 +1,4 @@
-"""The tree drawing (API.md §6): the seed's drawing line by line, references, runs, depth."""
+"""The tree drawing: the seed's drawing line by line, references, runs, depth."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torchwalk import zoo
 from torchwalk.render import render_records
 from torchwalk.summary import human_count
 
-# API.md §6, verbatim.
+# The seed's drawing, as docs/api.md shows it.
 SEED_DRAWING = """\
 net (Sequential)
 ├─ 0: Linear

@@ -1,4 +1,4 @@
-"""Bulk value statistics (API.md §5) against the float64 torch reductions of the same tensors."""
+"""Bulk value statistics against the float64 torch reductions of the same tensors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The structural summary (API.md §4), and the records it reads, with PyTorch as the oracle."""
+"""The structural summary, and the records it reads, with PyTorch as the oracle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`ties()`: groups of names sharing one storage, their kinds and byte figures (API.md §3).
+"""`ties()`: groups of names sharing one storage, their kinds and byte figures.
 
 The oracle is PyTorch's own storage identity (`untyped_storage()._cdata`)
 and byte spans computed from sizes, strides and offsets in Python.
@@ -18,7 +18,7 @@ KIND_ORDER = ("packed", "overlap", "alias", "shared")
 
 
 def span(tensor: torch.Tensor) -> tuple[int, int]:
-    """The bytes of its storage a view can touch, per API.md §3."""
+    """The bytes of its storage a view can touch, per docs/api.md (Ties)."""
     begin = tensor.storage_offset() * tensor.element_size()
     if tensor.numel() == 0:
         return begin, begin

@@ -20,7 +20,7 @@ it wrong; the ``test_safetensors_*`` tests pin what safetensors returns today
 The oracle for ``tw.ties`` is PyTorch's storage identity: names whose tensors
 share one ``StorageImpl`` (``untyped_storage()._cdata``, the key ``torch.save``
 de-duplicates storages by) form one group, and no other names are grouped; the
-kind and byte figures of each group follow API.md section 3.
+kind and byte figures of each group follow docs/api.md (Ties).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def storage_groups(module: nn.Module) -> list[list[str]]:
     return [names for names in names_by_storage.values() if len(names) > 1]
 
 
-# Each model with its one tie group as API.md section 3 describes it:
+# Each model with its one tie group as docs/api.md (Ties) describes it:
 # (names, kind, nbytes, overcount_nbytes).
 EXPECTED_GROUPS = [
     pytest.param(

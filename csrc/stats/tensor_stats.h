@@ -1,6 +1,6 @@
 #pragma once
 
-// Bulk value statistics (API.md §5): every figure of every tensor in one pass
+// Bulk value statistics: every figure of every tensor in one pass
 // over memory. A plain header: callers need no ATen or CUDA headers.
 //
 // The CPU kernel (cpu/) and the CUDA kernel (cuda/, built only against a CUDA

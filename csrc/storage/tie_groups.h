@@ -1,6 +1,6 @@
 #pragma once
 
-// Which leaves share memory (API.md §3), and what the tree holds when each
+// Which leaves share memory, and what the tree holds when each
 // storage byte is counted once. Both sort the leaves by storage key, so they
 // take O(P log P) for P leaves.
 

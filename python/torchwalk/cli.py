@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    # In the order of API.md §7. Unlike the others, `stats` reads tensor data,
+    # In the order of docs/api.md's table. Unlike the others, `stats` reads tensor data,
     # so it loads its source on the CPU, not on meta.
     _add_summary(commands)
     _add_tree(commands)

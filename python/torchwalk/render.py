@@ -1,4 +1,4 @@
-"""The tree drawing of a walked module tree (API.md §6), read from its flat records.
+"""The tree drawing of a walked module tree, read from its flat records.
 
 With ``name="net"`` the seed's network draws as::
 
@@ -64,7 +64,7 @@ _Item = _Module | str  # a module to draw, or a finished line of text
 def render_records(
     records: Records, name: str | None = None, depth: int | None = None, ascii: bool = False
 ) -> str:
-    """Draw the tree of one walk's records (API.md §6).
+    """Draw the tree of one walk's records.
 
     Args:
         records (Records): the records of a walk, e.g. ``_C.walk_module(model, True)``.

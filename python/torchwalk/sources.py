@@ -1,6 +1,6 @@
 """What the command line walks: a built-in model, a model factory or a checkpoint file.
 
-A source is named by one string (API.md §7):
+A source is named by one string:
 
 - a built-in model, one of :func:`torchwalk.zoo.names` (``seed``, ``gpt2``,
   ``llama-7b``, ``deepseek-v3``, ...);

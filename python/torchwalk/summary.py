@@ -1,4 +1,4 @@
-"""The structural summary of a walked module tree (API.md §4), read from its flat records.
+"""The structural summary of a walked module tree, read from its flat records.
 
 :func:`summarize` turns the records of one walk (``_C.TreeRecords``, or
 anything with the same methods, see :class:`Records`) into a :class:`Summary`:
@@ -96,7 +96,7 @@ def human_bytes(nbytes: int) -> str:
 
 @dataclass(frozen=True)
 class TieGroup:
-    """Names that share one storage (API.md §3).
+    """Names that share one storage.
 
     Attributes:
         names (list[str]): the names, in walk order; the first is the one
@@ -148,7 +148,7 @@ class SummaryRow:
 
 @dataclass(frozen=True)
 class SummaryTotals:
-    """Figures over the whole tree (API.md §4); the tie groups are in :attr:`Summary.ties`."""
+    """Figures over the whole tree; the tie groups are in :attr:`Summary.ties`."""
 
     params: int
     params_unique: int
@@ -441,7 +441,7 @@ class _RowBuilder:
 
 
 def summarize(records: Records, depth: int | None = None) -> Summary:
-    """Summarize the records of one walk (API.md §4).
+    """Summarize the records of one walk.
 
     Args:
         records (Records): the records of a walk, e.g. ``_C.walk_module(model, True)``.

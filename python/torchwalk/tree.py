@@ -92,14 +92,14 @@ class ParamTree:
         return True
 
     def ties(self) -> list[TieGroup]:
-        """Every group of names that share memory (API.md §3), in walk order of their first name."""
+        """Every group of names that share memory, in walk order of their first name."""
         return [
             TieGroup(names, kind, nbytes, overcount_nbytes)
             for names, kind, nbytes, overcount_nbytes in self._records.tie_groups()
         ]
 
     def summary(self, depth: int | None = None) -> Summary:
-        """The structural summary (API.md §4): rows down to ``depth`` (root 0; None: all)."""
+        """The structural summary: rows down to ``depth`` (root 0; None: all)."""
         return summarize(self._records, depth)
 
     def stats(
@@ -109,7 +109,7 @@ class ParamTree:
         *,
         progress: Callable[[int], None] | None = None,
     ) -> Stats:
-        """The value statistics (API.md §5), all tensors read in one pass.
+        """The value statistics, all tensors read in one pass.
 
         Args:
             grads (bool): describe each parameter's ``.grad`` under the
@@ -132,7 +132,7 @@ class ParamTree:
         )
 
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
-        """The tree drawing (API.md §6), headed ``NAME (Type)`` or just ``Type``."""
+        """The tree drawing, headed ``NAME (Type)`` or just ``Type``."""
         return render_records(self._records, name=name, depth=depth, ascii=ascii)
 
     def __str__(self) -> str:

@@ -41,7 +41,7 @@ _TIE_KIND_STRENGTH = ("packed", "overlap", "alias", "shared")
 
 
 def byte_span(tensor: torch.Tensor) -> Span | None:
-    """The bytes a view can address in its storage (API.md §3), None when it is empty."""
+    """The bytes a view can address in its storage, None when it is empty."""
     if tensor.numel() == 0:
         return None
     itemsize = tensor.element_size()
@@ -356,7 +356,7 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _tie_kind(tensors: list[torch.Tensor]) -> str:
-    """The strongest relation among tensors that share one storage (API.md §3)."""
+    """The strongest relation among tensors that share one storage."""
     if len({id(t) for t in tensors}) < len(tensors):
         return "shared"
     if len({_view_key(t) for t in tensors}) < len(tensors):
