@@ -219,3 +219,15 @@ def strongest_kind(tensors: list[torch.Tensor]) -> str:
             if a_begin < b_end and b_begin < a_end:
                 kinds.add("overlap")
     return max(kinds, key=KIND_ORDER.index)
+
+
+def test_a_group_names_the_parameter_first_even_when_a_buffer_comes_first() -> None:
+    """The first name is the one ``named_parameters()`` keeps, not the first walked."""
+    root = nn.Module()
+    root.child = nn.Linear(2, 2)
+    root.register_buffer("alias", root.child.weight.detach())  # the root's leaves come first
+    [group] = tw.ties(root)
+    assert group.names == ["child.weight", "alias"]
+    assert group.names[0] == next(name for name, _ in root.named_parameters())
+    drawing = tw.render(root)
+    assert "alias (2, 2)" in drawing and "weight (2, 2) → tied to alias" in drawing

@@ -144,6 +144,11 @@ std::vector<TieGroup> group_ties(const std::vector<LeafRecord>& leaves) {
     }
     TieGroup group;
     group.leaves = run;
+    // Parameters first, each part in walk order: the first name is then the
+    // one named_parameters() keeps.
+    std::stable_partition(group.leaves.begin(), group.leaves.end(), [&](int64_t leaf) {
+      return !leaves[static_cast<size_t>(leaf)].is_buffer;
+    });
     std::vector<int64_t> distinct = distinct_tensors(leaves, run);
     group.kind = kind_of(leaves, run, distinct);
     std::vector<Span> spans = spans_of(leaves, distinct);

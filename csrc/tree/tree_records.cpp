@@ -488,8 +488,12 @@ const std::vector<TieGroup>& TreeRecords::tie_groups() {
       if (group.kind == TieKind::packed) {
         continue;
       }
-      for (size_t i = 1; i < group.leaves.size(); ++i) {
-        tied_to_[static_cast<size_t>(group.leaves[i])] = group.leaves.front();
+      // Tied to the leaf met first in walk order, which is drawn in full.
+      int64_t first = *std::min_element(group.leaves.begin(), group.leaves.end());
+      for (int64_t leaf : group.leaves) {
+        if (leaf != first) {
+          tied_to_[static_cast<size_t>(leaf)] = first;
+        }
       }
     }
   }

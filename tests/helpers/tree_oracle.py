@@ -139,7 +139,7 @@ class OracleRecords:
         for leaf, tensor in enumerate(self._leaf_tensors):
             key = (True, id(tensor)) if is_lazy(tensor) else (False, _storage_key(tensor))
             by_storage.setdefault(key, []).append(leaf)
-        groups = []
+        groups: list[tuple[int, list[str], str, int, int]] = []
         tied_to = [-1] * len(self._leaf_tensors)
         for (lazy, _), leaves in by_storage.items():
             if len(leaves) < 2:
@@ -151,11 +151,16 @@ class OracleRecords:
                 kind = _tie_kind(tensors)
                 nbytes = union_nbytes(byte_span(tensor) for tensor in tensors)
                 overcount = max(0, sum(_nbytes(tensor) for tensor in tensors) - nbytes)
-            groups.append(([self._leaf_paths[leaf] for leaf in leaves], kind, nbytes, overcount))
+            # Parameters first: the first name is the one named_parameters() keeps.
+            named = sorted(leaves, key=lambda leaf: self._leaf_is_buffer[leaf])
+            groups.append(
+                (named[0], [self._leaf_paths[leaf] for leaf in named], kind, nbytes, overcount)
+            )
             if kind != "packed":
                 for leaf in leaves[1:]:
-                    tied_to[leaf] = leaves[0]
-        return groups, tied_to
+                    tied_to[leaf] = leaves[0]  # the leaf met first, drawn in full
+        groups.sort(key=lambda group: group[0])
+        return [group[1:] for group in groups], tied_to
 
     # -- module positions ----------------------------------------------------------------
 
