@@ -11,8 +11,8 @@
 // must answer), or the arguments are anything else, it calls `function` with
 // the arguments as given, so that Python binds them and raises its own errors.
 //
-// This saves the drop-ins a Python frame per call: about a tenth of a walk of
-// a small model (callgrind, `named_modules` on the seed model).
+// This saves the drop-ins a Python frame per call, a sizeable share of a
+// walk of a small model.
 
 #include <Python.h>
 

@@ -6,9 +6,8 @@
 // names the root's methods that the PyTorch call it replaces goes through.
 //
 // They run at every optimizer step and gradient clip, often on small models,
-// where a pybind11 dispatch (about 3,000 instructions, measured with
-// callgrind) would cost more than the walk itself: so they are plain
-// METH_FASTCALL functions. Everything else uses pybind11.
+// where a pybind11 dispatch would cost more than the walk itself: so they are
+// plain METH_FASTCALL functions. Everything else uses pybind11.
 
 #include <pybind11/pybind11.h>
 
@@ -296,8 +295,8 @@ void bind_tree_records(py::module_& m) {
 constexpr const char* kStatsKindNames[] = {"values", "counts_and_l2", "numel_only"};
 
 // A tuple of new references, built with CPython's own calls (pybind11's
-// make_tuple cost about 1,300 instructions a row). Releases them all when one
-// is null.
+// make_tuple costs several times as much). Releases them all when one is
+// null.
 py::tuple new_tuple(std::initializer_list<PyObject*> items) {
   auto tuple = py::reinterpret_steal<py::tuple>(PyTuple_New(static_cast<Py_ssize_t>(items.size())));
   bool made = static_cast<bool>(tuple);

@@ -79,7 +79,7 @@ void merge_partials(const at::Tensor& partials_on_host, const std::vector<Segmen
 void check_readable(const at::Tensor& tensor, size_t row) {
   bool strided = tensor.layout() == c10::kStrided;
   if (strided && (tensor.is_meta() || tensor.numel() == 0 || tensor.has_storage())) {
-    return;  // the message below is built only when needed: a stream costs ~2,000 instructions
+    return;  // the message below is built only when needed: a stream is costly
   }
   std::ostringstream problem;
   if (!strided) {

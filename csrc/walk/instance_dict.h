@@ -5,8 +5,8 @@
 // walkers need (`_parameters`, `_modules`, the state-dict hooks, ...).
 //
 // Every walk asks the same few questions of every module's dict, each a hash
-// lookup of about 100 instructions: on the seed model those were a fifth of a
-// `named_modules` call (callgrind). So the answers are remembered per dict
+// lookup, and on a small model they are a large share of a call. So the
+// answers are remembered per dict
 // while the dict's version tag is unchanged: CPython (PEP 509, up to 3.13)
 // gives a dict a new tag, never given to any other dict, on every change, so
 // an unchanged tag means the very same entries. A model walked again is then

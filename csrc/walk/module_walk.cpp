@@ -121,10 +121,10 @@ class PathBuffer {
 };
 
 // Working memory of one walk. The first kilobytes come from the C stack, so
-// that a walk of a small model allocates nothing on the heap (the two
-// malloc/free pairs of the result and stack vectors were about a tenth of a
-// `named_modules` call on the seed model, measured with callgrind); larger
-// walks continue on the heap, and everything is released at the end.
+// that a walk of a small model allocates nothing on the heap (where the
+// walk itself is short, allocating the result and stack vectors is a large
+// share of a call); larger walks continue on the heap, and everything is
+// released at the end.
 class Scratch {
  public:
   std::pmr::memory_resource* memory() { return &arena_; }
