@@ -23,6 +23,7 @@ from helpers.module_trees import (
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
+from torchwalk import bench
 
 LOOKUPS = ("get_submodule", "get_parameter", "get_buffer")
 
@@ -133,18 +134,7 @@ NOT_MODULES = [
 ]
 
 TARGETS = {"get_submodule": "", "get_parameter": "weight", "get_buffer": "running_mean"}
-EVERY_DROPIN = [
-    "state_dict",
-    "named_parameters",
-    "parameters",
-    "named_buffers",
-    "buffers",
-    "named_modules",
-    "modules",
-    "named_children",
-    "children",
-    *TARGETS,
-]
+EVERY_DROPIN = list(bench.FUNCTIONS)
 
 
 def outcome(call: Callable[[], Any]) -> tuple[type[BaseException], str] | None:
