@@ -22,7 +22,7 @@ from test_render import SEED_DRAWING
 from torch import nn
 from torchwalk import cli, zoo
 from torchwalk.sources import Checkpoint
-from torchwalk.summary import TieGroup
+from torchwalk.tie_groups import TieGroup
 
 """``torchwalk tree seed --name net``, as docs/api.md draws it."""
 

@@ -10,8 +10,8 @@ from helpers.tree_oracle import records_of
 from hypothesis import given
 from torch import nn
 from torchwalk import zoo
-from torchwalk.render import render_records
-from torchwalk.summary import human_count
+from torchwalk.drawing import render_records
+from torchwalk.summary_table import human_count
 
 # The seed's drawing, as docs/api.md shows it.
 SEED_DRAWING = """\

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 from torchwalk import _C
-from torchwalk.stats import Stats, TensorStats, compute_stats
+from torchwalk.value_stats import Stats, TensorStats, compute_stats
 
 PATHS = _C.stats_paths()
 """The kernels, each build of the CPU kernel this machine runs, and ATen reductions."""

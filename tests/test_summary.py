@@ -14,7 +14,7 @@ from hypothesis import given
 from torch import nn
 from torch.nn.parameter import is_lazy
 from torchwalk import zoo
-from torchwalk.summary import Summary, SummaryRow, human_bytes, human_count, summarize
+from torchwalk.summary_table import Summary, SummaryRow, human_bytes, human_count, summarize
 
 # --- what PyTorch says ------------------------------------------------------------------------
 

@@ -33,9 +33,9 @@ from torchwalk.dropin import (  # noqa: E402
     state_dict,
 )
 from torchwalk.install import install, installed, uninstall  # noqa: E402
-from torchwalk.stats import Stats, TensorStats  # noqa: E402
-from torchwalk.summary import Summary, SummaryRow  # noqa: E402
+from torchwalk.summary_table import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, stats, summary, ties, walk  # noqa: E402
+from torchwalk.value_stats import Stats, TensorStats  # noqa: E402
 
 register_when_dynamo_loads()
 

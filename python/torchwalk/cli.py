@@ -21,7 +21,7 @@ import torch
 
 import torchwalk as tw
 from torchwalk import bench, sources, zoo
-from torchwalk.summary import human_bytes
+from torchwalk.summary_table import human_bytes
 
 USAGE_ERROR = 2
 """Exit status for bad input, as argparse uses."""

@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from torchwalk import _C
+from torchwalk.drawing import render_records
 from torchwalk.dropin import named_parameters
-from torchwalk.render import render_records
 from torchwalk.sharded import sharded_tensor_class
-from torchwalk.stats import Stats, stats_of_members
-from torchwalk.summary import Summary, TieGroup, summarize
+from torchwalk.summary_table import Summary, summarize
+from torchwalk.tie_groups import TieGroup
+from torchwalk.value_stats import Stats, stats_of_members
 
 Source = nn.Module | Mapping[str, torch.Tensor]
 """What :func:`walk` accepts: a module, or dotted names mapped to tensors (a state dict)."""
@@ -118,7 +119,7 @@ class ParamTree:
             buffers (bool): add a row per buffer (of a tree walked with
                 buffers) after the parameters. Default: ``False``.
             progress (callable, optional): called with the bytes read after
-                each batch of tensors (see :func:`torchwalk.stats.compute_stats`).
+                each batch of tensors (see :func:`torchwalk.value_stats.compute_stats`).
 
         Returns:
             Stats: a row per parameter object (named as ``named_parameters()``

@@ -11,7 +11,7 @@ import warnings
 
 import torch
 from torchwalk import _C
-from torchwalk.stats import TensorStats
+from torchwalk.value_stats import TensorStats
 
 FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 FLOAT8_DTYPES = [

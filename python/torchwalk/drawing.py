@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from torchwalk.summary import Records, human_count, sibling_runs
+from torchwalk.summary_table import Records, human_count, sibling_runs
 
 
 @dataclass(frozen=True)

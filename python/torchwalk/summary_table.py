@@ -20,6 +20,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from torchwalk.tie_groups import TieGroup
+
 ModuleTotals = tuple[int, int, int, int, int, int, int]
 """(params, trainable, frozen, bytes, buffers, buffer_bytes, uninitialized) of a subtree."""
 
@@ -92,24 +94,6 @@ def human_bytes(nbytes: int) -> str:
 
 
 # -- rows and totals --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TieGroup:
-    """Names that share one storage.
-
-    Attributes:
-        names (list[str]): the names, in walk order; the first is the one
-            ``named_parameters()`` keeps.
-        kind (str): ``"shared"``, ``"alias"``, ``"overlap"`` or ``"packed"``.
-        nbytes (int): the bytes the group occupies once.
-        overcount_nbytes (int): what counting every name separately would add.
-    """
-
-    names: list[str]
-    kind: str
-    nbytes: int
-    overcount_nbytes: int
 
 
 @dataclass
