@@ -20,12 +20,12 @@
 
 #include "bindings/drop_in.h"
 #include "bindings/tensor_unpack.h"
+#include "common/gc_pause.h"
 #include "stats/tensor_stats.h"
 #include "storage/tie_groups.h"
 #include "tree/tree_records.h"
 #include "walk/attribute_path.h"
 #include "walk/class_check.h"
-#include "walk/gc_pause.h"
 #include "walk/module_walk.h"
 #include "walk/state_dict.h"
 

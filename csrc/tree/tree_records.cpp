@@ -6,11 +6,11 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/address_index.h"
+#include "common/cycle_error.h"
+#include "common/pointer_set.h"
 #include "storage/tie_groups.h"
-#include "tree/address_index.h"
 #include "walk/class_check.h"
-#include "walk/cycle_error.h"
-#include "walk/pointer_set.h"
 
 namespace torchwalk {
 namespace {

@@ -3,7 +3,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "walk/address_slot.h"
+#include "common/address_slot.h"
 
 namespace torchwalk {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "walk/address_slot.h"
+#include "common/address_slot.h"
 
 namespace torchwalk {
 namespace {

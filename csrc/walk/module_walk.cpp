@@ -8,14 +8,14 @@
 #include <utility>
 #include <vector>
 
-#include "walk/cycle_error.h"
-#include "walk/gc_pause.h"
+#include "common/cycle_error.h"
+#include "common/gc_pause.h"
+#include "common/pointer_set.h"
+#include "common/prefetch.h"
 #include "walk/hand_back.h"
 #include "walk/handover_iterator.h"
 #include "walk/instance_dict.h"
 #include "walk/name_text.h"
-#include "walk/pointer_set.h"
-#include "walk/prefetch.h"
 #include "walk/walk_size.h"
 
 namespace torchwalk {

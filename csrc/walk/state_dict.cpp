@@ -6,14 +6,14 @@
 #include <utility>
 #include <vector>
 
-#include "walk/cycle_error.h"
+#include "common/cycle_error.h"
+#include "common/gc_pause.h"
+#include "common/pointer_set.h"
+#include "common/prefetch.h"
 #include "walk/detached_tensor.h"
-#include "walk/gc_pause.h"
 #include "walk/hand_back.h"
 #include "walk/instance_dict.h"
 #include "walk/name_text.h"
-#include "walk/pointer_set.h"
-#include "walk/prefetch.h"
 #include "walk/walk_size.h"
 
 namespace torchwalk {

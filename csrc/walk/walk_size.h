@@ -4,7 +4,7 @@
 
 #include <cstddef>
 
-#include "walk/address_slot.h"
+#include "common/address_slot.h"
 
 namespace torchwalk {
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "walk/address_slot.h"
+#include "common/address_slot.h"
 
 namespace torchwalk {
 
