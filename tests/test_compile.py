@@ -19,6 +19,7 @@ import torch
 import torchwalk as tw
 from helpers.module_trees import python_code_run_by, run_child
 from torch import nn
+from torchwalk.install import is_installed
 
 # Dynamo is what these tests are about; the backend only runs its graphs. The
 # default backend (inductor) compiles the real models below.
@@ -117,15 +118,9 @@ def graph_breaks(model: nn.Module, *inputs: Any) -> int:
     return int(torch._dynamo.explain(model)(*inputs).graph_break_count)
 
 
-def _is_installed() -> bool:
-    from torchwalk.install import is_installed
-
-    return is_installed()
-
-
 def reference(model: nn.Module, fullgraph: bool, *inputs: Any) -> tuple[Any, int]:
     """What `model` gives compiled, and how often its graph breaks, without torchwalk."""
-    was_installed = _is_installed()
+    was_installed = is_installed()
     tw.uninstall()
     try:
         return compiled(model, fullgraph, *inputs), graph_breaks(model, *inputs)
