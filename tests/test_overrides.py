@@ -20,7 +20,9 @@ from helpers.module_trees import (
     Container,
     assert_same_items,
     check_every_dropin,
+    assert_same_error,
     python_code_run_by,
+    run,
 )
 from torch import nn
 
@@ -600,3 +602,72 @@ def test_more_classes_than_the_class_cache_holds() -> None:
     root = nn.ModuleList(cls() for cls in classes)
     for _ in range(2):  # the second walk reads the cache filled by the first
         check_every_dropin(root)
+
+
+# --- the snapshot follows the same rules ---------------------------------------------------
+
+
+def _check_snapshot(root: nn.Module) -> None:
+    """`tw.walk(root)` lists what PyTorch's methods list, and its summary counts that.
+
+    Where PyTorch raises, the walk raises the same error (that of the first
+    of named_modules, named_parameters, named_buffers that raises).
+    """
+    views = ("named_modules", "named_parameters", "named_buffers")
+    expected = {view: run(getattr(root, view)) for view in views}
+    errors = [expected[view].error for view in views if expected[view].error is not None]
+    walked = run(lambda: [tw.walk(root)])
+    if errors:
+        assert_same_error(walked.error, errors[0])
+        return
+    assert walked.error is None, walked.error
+    tree = walked.items[0]  # type: ignore[index]
+    for view in views:
+        assert_same_items(getattr(tree, view)(), expected[view].items, named=True)  # type: ignore[arg-type]
+    # Counted over what named_parameters() and named_buffers() list (a class
+    # may make parameters() disagree with them).
+    totals = tree.summary().totals
+    assert totals.params == sum(p.numel() for _, p in root.named_parameters())
+    assert totals.buffers == sum(b.numel() for _, b in root.named_buffers())
+    assert len(tree) == len(list(root.named_parameters())) + len(list(root.named_buffers()))
+
+
+@pytest.mark.parametrize("cls", OVERRIDING_CLASSES, ids=lambda cls: cls.__name__)
+def test_snapshot_of_an_overriding_root_lists_what_pytorch_lists(cls: type[nn.Module]) -> None:
+    _check_snapshot(_fill(cls()))
+
+
+@pytest.mark.parametrize("cls", OVERRIDING_CLASSES, ids=lambda cls: cls.__name__)
+def test_snapshot_of_a_tree_holding_an_overriding_module_lists_what_pytorch_lists(
+    cls: type[nn.Module],
+) -> None:
+    _check_snapshot(_in_a_normal_tree(_fill(cls())))
+
+
+class _HidesOneWeight(nn.Module):
+    """A root whose own named_parameters leaves out `hidden.weight`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(2, 2)
+        self.shown = nn.Linear(1, 2)
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, nn.Parameter]]:
+        for name, parameter in super().named_parameters(*args, **kwargs):
+            if name != "hidden.weight":
+                yield name, parameter
+
+
+def test_a_root_hiding_a_weight_is_summarised_as_pytorch_counts_it() -> None:
+    model = _HidesOneWeight()
+    tree = tw.walk(model)
+    assert [name for name, _ in tree.named_parameters()] == ["hidden.bias", "shown.weight", "shown.bias"]
+    assert_same_items(tree.named_parameters(), list(tw.named_parameters(model)), named=True)
+    assert tw.summary(model).totals.params == sum(p.numel() for p in model.parameters()) == 6
+
+
+@pytest.mark.parametrize("dict_name", ["_parameters", "_buffers", "_modules"])
+def test_snapshot_of_member_dict_subclasses(dict_name: str) -> None:
+    net = _in_a_normal_tree(_fill(nn.Module()))
+    setattr(net[1], dict_name, ReversedItems(getattr(net[1], dict_name)))
+    _check_snapshot(net)

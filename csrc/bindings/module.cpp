@@ -275,20 +275,27 @@ void bind_tree_records(py::module_& m) {
 
   m.def(
       "walk_module",
-      [](py::handle module, bool buffers, py::handle sharded_class) {
+      [](py::handle module, bool buffers, py::handle sharded_class) -> py::object {
         TensorClasses classes{lazy_tensor_class, sharded_class};
-        return std::make_unique<Records>(Records::from_module(module, buffers, classes));
+        std::optional<Records> records = Records::from_module(module, buffers, classes);
+        if (!records) {
+          return py::none();
+        }
+        return py::cast(std::move(*records));
       },
       py::arg("module"), py::arg("buffers"), py::arg("sharded_class") = py::none(),
-      "Walks an nn.Module once into TreeRecords.");
+      "Walks an nn.Module once into TreeRecords, or None where PyTorch's own methods must "
+      "answer.");
   m.def(
-      "walk_mapping",
-      [](py::handle names, py::handle tensors, py::handle sharded_class) {
+      "walk_named",
+      [](py::list modules, py::list parameters, py::list buffers, py::handle sharded_class) {
         TensorClasses classes{lazy_tensor_class, sharded_class};
-        return std::make_unique<Records>(Records::from_mapping(names, tensors, classes));
+        return std::make_unique<Records>(
+            Records::from_named(modules, parameters, buffers, classes));
       },
-      py::arg("names"), py::arg("tensors"), py::arg("sharded_class") = py::none(),
-      "Builds TreeRecords from dotted names and their tensors.");
+      py::arg("modules"), py::arg("parameters"), py::arg("buffers"),
+      py::arg("sharded_class") = py::none(),
+      "Builds TreeRecords from lists of (dotted name, module or tensor) pairs.");
 }
 
 // The kind names of `StatsTable.partials()` rows; see _C.pyi.

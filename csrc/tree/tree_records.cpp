@@ -2,40 +2,32 @@
 
 #include <algorithm>
 #include <map>
+#include <tuple>
 #include <string>
 #include <unordered_map>
 #include <utility>
 
 #include "common/address_index.h"
-#include "common/cycle_error.h"
 #include "common/pointer_set.h"
+#include "common/python_error.h"
 #include "storage/tie_groups.h"
 #include "walk/class_check.h"
+#include "walk/dotted_name.h"
+#include "walk/hand_back.h"
+#include "walk/position_walk.h"
+#include "walk/pytorch_steps.h"
 
 namespace torchwalk {
 namespace {
 
-[[noreturn]] void raise(PyObject* type, const std::string& message) {
-  PyErr_SetString(type, message.c_str());
-  throw py::error_already_set();
-}
-
-// `instance_dict[name]` when it is a dict (`_modules`, `_parameters`,
-// `_buffers`), else nullptr. Borrowed: the caller takes a reference.
-PyObject* member_dict(PyObject* instance_dict, ModuleAttribute attribute) {
-  PyObject* members = PyDict_GetItemWithError(instance_dict, attribute_name(attribute));
-  if (members == nullptr && PyErr_Occurred()) {
-    throw py::error_already_set();
-  }
-  return members != nullptr && PyDict_Check(members) ? members : nullptr;
-}
-
-const char* utf8(PyObject* str) {
-  const char* text = PyUnicode_AsUTF8(str);
+// The UTF-8 text of a str (of a subclass too), NULs included.
+std::string utf8(PyObject* str) {
+  Py_ssize_t size = 0;
+  const char* text = PyUnicode_AsUTF8AndSize(str, &size);
   if (text == nullptr) {
-    throw py::error_already_set();
+    raise_python_error();
   }
-  return text;
+  return std::string(text, static_cast<size_t>(size));
 }
 
 void add_leaf_figures(SubtreeFigures& figures, const LeafRecord& leaf) {
@@ -103,179 +95,191 @@ void LeafRecord::describe(PyObject* described, const TensorClasses& classes) {
   }
 }
 
-void TreeRecords::add_leaves(int64_t position, PyObject* members, bool are_buffers,
-                             const TensorClasses& classes) {
-  Py_ssize_t cursor = 0;
-  PyObject* name = nullptr;
-  PyObject* tensor = nullptr;
-  while (PyDict_Next(members, &cursor, &name, &tensor)) {
-    if (tensor == Py_None) {
-      continue;
-    }
-    if (!PyUnicode_Check(name)) {
-      raise(PyExc_TypeError, "member names must be str, got " +
-                                 std::string(Py_TYPE(name)->tp_name) + " in the module at '" +
-                                 module_path(position) + "'");
-    }
-    if (!is_tensor(tensor)) {
-      raise(PyExc_TypeError, "'" + module_path(position) + "' holds a " + Py_TYPE(tensor)->tp_name +
-                                 " named '" + utf8(name) + "' where a tensor belongs");
-    }
-    LeafRecord leaf;
-    leaf.name = py::reinterpret_borrow<py::object>(name);
-    leaf.module = position;
-    leaf.is_buffer = are_buffers;
-    leaf.describe(tensor, classes);
-    leaves_.push_back(std::move(leaf));
-  }
-}
+namespace {
 
-TreeRecords TreeRecords::from_module(py::handle root, bool buffers, const TensorClasses& classes) {
-  if (!facts_of(Py_TYPE(root.ptr())).is_module) {
-    throw py::type_error(std::string("torchwalk.walk() expects an nn.Module or a mapping of "
-                                     "names to tensors, got ") +
-                         Py_TYPE(root.ptr())->tp_name);
-  }
-  TreeRecords records;
-  PointerSet ancestors;  // the modules on the current path: a cycle never ends
+// The records' visitor of the walk (walk/position_walk.h): a position per
+// module, with its parameters (then buffers) as leaves, by the drop-ins'
+// rules, so that the records hold what named_modules, named_parameters and
+// named_buffers (remove_duplicate=False) yield.
+class RecordCollector {
+ public:
+  RecordCollector(std::vector<ModuleRecord>& modules, std::vector<LeafRecord>& leaves,
+                  AttributeMask root_keeps, bool buffers, const TensorClasses& classes)
+      : modules_(modules),
+        leaves_(leaves),
+        root_keeps_(root_keeps),
+        buffers_(buffers),
+        classes_(classes) {}
 
-  struct Frame {
-    int64_t position;
-    py::object children;  // its `_modules` dict
-    Py_ssize_t cursor;
-    int64_t last_child;
-  };
-  std::vector<Frame> stack;
-
-  auto enter = [&](PyObject* module, PyObject* name, int64_t parent) {
-    auto position = records.module_count();
+  py::object enter(PyObject* module, const Position& at) {
+    ReachedModule reached;
+    reach_module(module, at, root_keeps_, ModuleMemo{}, reached);  // no memo: never skips
+    auto position = static_cast<int64_t>(modules_.size());
     ModuleRecord record;
     record.module = py::reinterpret_borrow<py::object>(module);
-    record.name = py::reinterpret_borrow<py::object>(name);
-    record.parent = parent;
-    record.depth = parent < 0 ? 0 : records.modules_[static_cast<size_t>(parent)].depth + 1;
-    record.first_leaf = records.leaf_count();
-    records.modules_.push_back(std::move(record));
-    auto fail = [&](PyObject* type, const std::string& problem) {
-      raise(type, "the " + std::string(Py_TYPE(module)->tp_name) + " at '" +
-                      records.module_path(position) + "' " + problem);
-    };
-    if (!facts_of(Py_TYPE(module)).is_module) {
-      fail(PyExc_TypeError, "is not an nn.Module");
-    }
-    if (!ancestors.insert(module)) {
-      raise_cycle(module, records.module_path(position), "walking every position");
-    }
-    PyObject* instance_dict = PyObject_GenericGetDict(module, nullptr);
-    if (instance_dict == nullptr) {
-      throw py::error_already_set();
-    }
-    auto owned_dict = py::reinterpret_steal<py::object>(instance_dict);
-    // Owned: adding leaves runs Python code (isinstance checks) that could
-    // replace the dicts.
-    py::object parameters, module_buffers, children;
-    for (auto [attribute, members] :
-         {std::pair{kParametersDict, &parameters}, std::pair{kBuffersDict, &module_buffers},
-          std::pair{kModulesDict, &children}}) {
-      PyObject* found = member_dict(instance_dict, attribute);
-      if (found == nullptr) {
-        fail(PyExc_AttributeError, std::string("has no ") + utf8(attribute_name(attribute)) +
-                                       " dict (was nn.Module.__init__ called?)");
+    record.name = at.key == nullptr ? py::str("") : py::reinterpret_borrow<py::object>(at.key);
+    record.depth = static_cast<int64_t>(at.depth);
+    record.first_leaf = static_cast<int64_t>(leaves_.size());
+    if (at.depth > 0) {
+      Open& parent = open_[at.depth - 1];
+      record.parent = parent.position;
+      if (parent.last_child < 0) {
+        modules_[static_cast<size_t>(parent.position)].first_child = position;
+      } else {
+        modules_[static_cast<size_t>(parent.last_child)].next_sibling = position;
       }
-      *members = py::reinterpret_borrow<py::object>(found);
+      parent.last_child = position;
     }
-    records.add_leaves(position, parameters.ptr(), false, classes);
-    if (buffers) {
-      records.add_leaves(position, module_buffers.ptr(), true, classes);
+    modules_.push_back(std::move(record));
+    open_.resize(at.depth);
+    open_.push_back(Open{position, -1});
+    add_leaves(reached.instance_dict.ptr(), InstanceEntry::parameters, position, at.remember);
+    if (buffers_) {
+      add_leaves(reached.instance_dict.ptr(), InstanceEntry::buffers, position, at.remember);
     }
-    ModuleRecord& entered = records.modules_.back();
-    entered.leaf_count = records.leaf_count() - entered.first_leaf;
-    stack.push_back(Frame{position, std::move(children), 0, -1});
+    ModuleRecord& entered = modules_.back();
+    entered.leaf_count = static_cast<int64_t>(leaves_.size()) - entered.first_leaf;
+    return std::move(reached.children);
+  }
+
+ private:
+  // A module whose children are being walked, and its last child so far.
+  struct Open {
+    int64_t position;
+    int64_t last_child;
   };
 
-  py::str root_name("");
-  enter(root.ptr(), root_name.ptr(), -1);
-  while (!stack.empty()) {
-    Frame& top = stack.back();
-    PyObject* name = nullptr;
-    PyObject* child = nullptr;
-    if (!PyDict_Next(top.children.ptr(), &top.cursor, &name, &child)) {
-      ancestors.erase(records.modules_[static_cast<size_t>(top.position)].module.ptr());
-      stack.pop_back();
-      continue;
-    }
-    if (child == Py_None) {
-      continue;
-    }
-    if (!PyUnicode_Check(name)) {
-      raise(PyExc_TypeError, "submodule names must be str, got " +
-                                 std::string(Py_TYPE(name)->tp_name) + " in the module at '" +
-                                 records.module_path(top.position) + "'");
-    }
-    auto child_position = records.module_count();
-    ModuleRecord& parent = records.modules_[static_cast<size_t>(top.position)];
-    if (top.last_child < 0) {
-      parent.first_child = child_position;
-    } else {
-      records.modules_[static_cast<size_t>(top.last_child)].next_sibling = child_position;
-    }
-    top.last_child = child_position;
-    // Owned: the walk below can run Python code that edits the dict.
-    auto owned_name = py::reinterpret_borrow<py::object>(name);
-    auto owned_child = py::reinterpret_borrow<py::object>(child);
-    enter(child, name, top.position);  // grows the stack: `top` is not used after this
+  void add_leaves(PyObject* instance_dict, InstanceEntry entry, int64_t position, bool remember) {
+    for_each_member(instance_dict, entry, remember, nullptr, [&](PyObject* key, PyObject* member) {
+      DottedName::check_joinable(key);
+      if (!is_tensor(member)) {
+        hand_back();  // PyTorch yields it; the records built from its lists then say what it is
+      }
+      LeafRecord leaf;
+      leaf.name = py::reinterpret_borrow<py::object>(key);
+      leaf.module = position;
+      leaf.is_buffer = entry == InstanceEntry::buffers;
+      leaf.describe(member, classes_);
+      leaves_.push_back(std::move(leaf));
+    });
+  }
+
+  std::vector<ModuleRecord>& modules_;
+  std::vector<LeafRecord>& leaves_;
+  AttributeMask root_keeps_;
+  bool buffers_;
+  const TensorClasses& classes_;
+  std::vector<Open> open_;  // indexed by depth
+};
+
+}  // namespace
+
+std::optional<TreeRecords> TreeRecords::from_module(py::handle root, bool buffers,
+                                                    const TensorClasses& classes) {
+  if (!facts_of(Py_TYPE(root.ptr())).is_module) {
+    raise_error(PyExc_TypeError,
+                std::string("torchwalk.walk() expects an nn.Module or a mapping of names to "
+                            "tensors, got ") +
+                    Py_TYPE(root.ptr())->tp_name);
+  }
+  // The root's methods the views stand for.
+  AttributeMask root_keeps = mask_of(kNamedModules, kModules, kNamedParameters, kParameters,
+                                     kNamedMembers);
+  if (buffers) {
+    root_keeps |= mask_of(kNamedBuffers, kBuffers);
+  }
+  TreeRecords records;
+  try {
+    py::str no_prefix("");
+    DottedName name(no_prefix.ptr(), DottedName::Style::path);
+    RecordCollector collector(records.modules_, records.leaves_, root_keeps, buffers, classes);
+    walk_positions(root.ptr(), WalkOptions{&name, "walking every position"}, collector);
+  } catch (const HandBack&) {
+    return std::nullopt;
   }
   records.finish();
   return records;
 }
 
-TreeRecords TreeRecords::from_mapping(py::handle names, py::handle tensors,
-                                      const TensorClasses& classes) {
-  py::list name_list = py::reinterpret_borrow<py::list>(names);
-  py::list tensor_list = py::reinterpret_borrow<py::list>(tensors);
-  if (name_list.size() != tensor_list.size()) {
-    throw py::value_error("walk_mapping needs as many names as tensors");
-  }
+TreeRecords TreeRecords::from_named(py::handle modules, py::handle parameters, py::handle buffers,
+                                    const TensorClasses& classes) {
   // The hierarchy the dots imply, children and leaves in order of first
-  // appearance; positions are then given in pre-order.
+  // appearance (the modules' names first); positions are then given in
+  // pre-order.
   struct Node {
     std::string name;
+    py::object module = py::none();  // the first module at this path, if any
     std::vector<size_t> children;
     std::unordered_map<std::string, size_t> child_by_name;
-    std::vector<std::pair<std::string, size_t>> leaves;  // (name, index in the mapping)
+    // Parameters, then buffers: (name, tensor, place in the source's listing).
+    std::vector<std::tuple<std::string, py::object, size_t>> leaves[2];
   };
   std::vector<Node> nodes(1);
-  for (size_t i = 0; i < name_list.size(); ++i) {
-    PyObject* name = name_list[i].ptr();
-    if (!PyUnicode_Check(name)) {
-      raise(PyExc_TypeError,
-            std::string("mapping keys must be str, got ") + Py_TYPE(name)->tp_name);
-    }
-    if (!is_tensor(tensor_list[i].ptr())) {
-      raise(PyExc_TypeError, std::string("'") + utf8(name) + "' maps to a " +
-                                 Py_TYPE(tensor_list[i].ptr())->tp_name + ", not a tensor");
-    }
-    std::string dotted = utf8(name);
+  // The node of a dotted name (made with its ancestors where missing), and
+  // the leaf name after its last dot; a module's name is all node.
+  auto place = [&](const std::string& dotted, bool is_module) {
     size_t node = 0;
-    size_t start = 0;
-    for (size_t dot = dotted.find('.'); dot != std::string::npos; dot = dotted.find('.', start)) {
-      std::string part = dotted.substr(start, dot - start);
+    auto descend = [&](std::string part) {
       auto [found, added] = nodes[node].child_by_name.emplace(part, nodes.size());
       size_t child = found->second;
       if (added) {
         nodes[node].children.push_back(child);
-        nodes.push_back(Node{part, {}, {}, {}});
+        nodes.push_back(Node{std::move(part)});
       }
       node = child;
+    };
+    size_t start = 0;
+    for (size_t dot = dotted.find('.'); dot != std::string::npos; dot = dotted.find('.', start)) {
+      descend(dotted.substr(start, dot - start));
       start = dot + 1;
     }
-    nodes[node].leaves.emplace_back(dotted.substr(start), i);
+    std::string last = dotted.substr(start);
+    if (is_module && !dotted.empty()) {
+      descend(std::move(last));
+      last.clear();
+    }
+    return std::pair{node, std::move(last)};
+  };
+  // The (name, object) pairs of a list, names checked.
+  auto pairs_of = [](py::handle list, const char* what) {
+    std::vector<std::pair<std::string, py::object>> found;
+    for (py::handle item : list) {
+      auto pair = py::reinterpret_borrow<py::tuple>(item);
+      PyObject* name = pair[0].ptr();
+      if (!PyUnicode_Check(name)) {
+        raise_error(PyExc_TypeError,
+                    std::string(what) + " names must be str, got " + Py_TYPE(name)->tp_name);
+      }
+      found.emplace_back(utf8(name), pair[1]);
+    }
+    return found;
+  };
+  std::vector<size_t> listed_nodes;  // the node of each module pair, in order
+  for (auto& [path, module] : pairs_of(modules, "module")) {
+    listed_nodes.push_back(place(path, true).first);
+    Node& node = nodes[listed_nodes.back()];
+    if (node.module.is_none()) {
+      node.module = std::move(module);
+    }
+  }
+  size_t listed_leaves = 0;
+  for (int kind : {0, 1}) {
+    for (auto& [dotted, tensor] : pairs_of(kind == 0 ? parameters : buffers, "tensor")) {
+      if (!is_tensor(tensor.ptr())) {
+        raise_error(PyExc_TypeError, "expected a tensor at '" + dotted + "', got " +
+                                         Py_TYPE(tensor.ptr())->tp_name);
+      }
+      auto [node, name] = place(dotted, false);
+      nodes[node].leaves[kind].emplace_back(std::move(name), std::move(tensor), listed_leaves++);
+    }
   }
 
   TreeRecords records;
+  records.listed_leaves_.resize(listed_leaves);
+  std::vector<int64_t> position_of_node(nodes.size());
   auto make_str = [](const std::string& text) {
-    return py::reinterpret_steal<py::object>(
-        PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict"));
+    return py::reinterpret_steal<py::object>(checked(
+        PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict")));
   };
   struct Frame {
     size_t node;
@@ -287,38 +291,45 @@ TreeRecords TreeRecords::from_mapping(py::handle names, py::handle tensors,
     auto [node, parent] = stack.back();
     stack.pop_back();
     auto position = records.module_count();
+    position_of_node[node] = position;
     ModuleRecord record;
-    record.module = py::none();
+    record.module = nodes[node].module;
     record.name = make_str(nodes[node].name);
     record.parent = parent;
-    record.first = position;
     record.first_leaf = records.leaf_count();
-    record.leaf_count = static_cast<int64_t>(nodes[node].leaves.size());
     if (parent >= 0) {
       ModuleRecord& parent_record = records.modules_[static_cast<size_t>(parent)];
       record.depth = parent_record.depth + 1;
-      if (last_child[static_cast<size_t>(parent)] < 0) {
+      int64_t& previous = last_child[static_cast<size_t>(parent)];
+      if (previous < 0) {
         parent_record.first_child = position;
       } else {
-        records.modules_[static_cast<size_t>(last_child[static_cast<size_t>(parent)])]
-            .next_sibling = position;
+        records.modules_[static_cast<size_t>(previous)].next_sibling = position;
       }
-      last_child[static_cast<size_t>(parent)] = position;
+      previous = position;
     }
     records.modules_.push_back(std::move(record));
     last_child.push_back(-1);
-    for (const auto& [name, index] : nodes[node].leaves) {
-      PyObject* tensor = tensor_list[index].ptr();
-      LeafRecord leaf;
-      leaf.name = make_str(name);
-      leaf.module = position;
-      leaf.describe(tensor, classes);
-      records.leaves_.push_back(std::move(leaf));
+    for (int kind : {0, 1}) {
+      for (const auto& [name, tensor, listed] : nodes[node].leaves[kind]) {
+        records.listed_leaves_[listed] = records.leaf_count();
+        LeafRecord leaf;
+        leaf.name = make_str(name);
+        leaf.module = position;
+        leaf.is_buffer = kind == 1;
+        leaf.describe(tensor.ptr(), classes);
+        records.leaves_.push_back(std::move(leaf));
+      }
     }
+    ModuleRecord& entered = records.modules_.back();
+    entered.leaf_count = records.leaf_count() - entered.first_leaf;
     for (auto child = nodes[node].children.rbegin(); child != nodes[node].children.rend();
          ++child) {
       stack.push_back(Frame{*child, position});
     }
+  }
+  for (size_t node : listed_nodes) {
+    records.listed_modules_.push_back(position_of_node[node]);
   }
   records.finish();
   return records;
@@ -408,30 +419,30 @@ void TreeRecords::finish() {
   }
 }
 
-// PyTorch's `prefix + ("." if prefix else "") + name`, from the root down.
-std::string TreeRecords::module_path(int64_t position) const {
-  std::vector<const char*> names;  // from `position` up to the root, which has no part in paths
+// Every name in the records is an exact str with a UTF-8 form (the walk
+// checked each; names made from a mapping's are decoded from UTF-8), so
+// building a path never hands back.
+DottedName TreeRecords::path_to(int64_t position) const {
+  std::vector<PyObject*> names;  // from `position` up to the root, whose name is no part of paths
   for (const ModuleRecord* record = &module(position); record->parent >= 0;
        record = &modules_[static_cast<size_t>(record->parent)]) {
-    names.push_back(utf8(record->name.ptr()));
+    names.push_back(record->name.ptr());
   }
-  std::string path;
+  static PyObject* const no_prefix = PyUnicode_InternFromString("");
+  DottedName path(no_prefix, DottedName::Style::path);
   for (auto name = names.rbegin(); name != names.rend(); ++name) {
-    if (!path.empty()) {
-      path.push_back('.');
-    }
-    path += *name;
+    path.descend(*name);
   }
   return path;
 }
 
+std::string TreeRecords::module_path(int64_t position) const { return path_to(position).text(); }
+
 std::string TreeRecords::leaf_path(int64_t index) const {
   const LeafRecord& record = leaf(index);
-  std::string path = module_path(record.module);
-  if (!path.empty()) {
-    path.push_back('.');
-  }
-  return path + utf8(record.name.ptr());
+  DottedName path = path_to(record.module);
+  path.descend(record.name.ptr());
+  return path.text();
 }
 
 int64_t TreeRecords::unique_leaf_count() const {
@@ -457,12 +468,24 @@ py::str to_str(const std::string& text) { return py::str(text.data(), text.size(
 
 }  // namespace
 
+// The views list each object once, at its first name in the order the
+// source listed them (pre-order for a walked module).
 py::list TreeRecords::named_leaves(bool buffers) const {
   py::list found;
-  for (size_t index = 0; index < leaves_.size(); ++index) {
-    const LeafRecord& record = leaves_[index];
-    if (record.is_buffer == buffers && record.first == static_cast<int64_t>(index)) {
-      found.append(py::make_tuple(to_str(leaf_path(static_cast<int64_t>(index))), record.tensor));
+  PointerSet seen;
+  auto take = [&](int64_t index) {
+    const LeafRecord& record = leaves_[static_cast<size_t>(index)];
+    if (record.is_buffer == buffers && seen.insert(record.tensor.ptr())) {
+      found.append(py::make_tuple(to_str(leaf_path(index)), record.tensor));
+    }
+  };
+  if (listed_leaves_.empty()) {
+    for (int64_t index = 0; index < leaf_count(); ++index) {
+      take(index);
+    }
+  } else {
+    for (int64_t index : listed_leaves_) {
+      take(index);
     }
   }
   return found;
@@ -470,11 +493,20 @@ py::list TreeRecords::named_leaves(bool buffers) const {
 
 py::list TreeRecords::named_modules() const {
   py::list found;
-  for (size_t position = 0; position < modules_.size(); ++position) {
-    const ModuleRecord& record = modules_[position];
-    if (!record.module.is_none() && record.first == static_cast<int64_t>(position)) {
-      found.append(
-          py::make_tuple(to_str(module_path(static_cast<int64_t>(position))), record.module));
+  PointerSet seen;
+  auto take = [&](int64_t position) {
+    const ModuleRecord& record = modules_[static_cast<size_t>(position)];
+    if (!record.module.is_none() && seen.insert(record.module.ptr())) {
+      found.append(py::make_tuple(to_str(module_path(position)), record.module));
+    }
+  };
+  if (listed_modules_.empty()) {
+    for (int64_t position = 0; position < module_count(); ++position) {
+      take(position);
+    }
+  } else {
+    for (int64_t position : listed_modules_) {
+      take(position);
     }
   }
   return found;

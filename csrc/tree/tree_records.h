@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "storage/tensor_facts.h"
+#include "walk/dotted_name.h"
 
 namespace torchwalk {
 
@@ -95,13 +96,20 @@ struct TieGroup {
 
 class TreeRecords {
  public:
-  // Walks `root` (an nn.Module); raises TypeError for anything else and
-  // RecursionError for a module cycle (every position of a cycle is infinite).
-  static TreeRecords from_module(py::handle root, bool buffers, const TensorClasses& classes);
+  // Walks `root` (an nn.Module) by the drop-ins' rules (walk/pytorch_steps.h),
+  // or std::nullopt where they hand back: a class on the way overrides the
+  // traversal, or holds what PyTorch's own methods must answer for. Raises
+  // TypeError for a root that is no module and RecursionError for a module
+  // cycle (every position of a cycle is infinite).
+  static std::optional<TreeRecords> from_module(py::handle root, bool buffers,
+                                                const TensorClasses& classes);
 
-  // Builds the hierarchy from dotted names; `tensors[i]` is held at `names[i]`.
-  static TreeRecords from_mapping(py::handle names, py::handle tensors,
-                                  const TensorClasses& classes);
+  // Builds the records from lists of (dotted name, object) pairs: the
+  // modules (e.g. named_modules(remove_duplicate=False)), the parameters and
+  // the buffers. The hierarchy comes from the dots; a path no module is
+  // named by gets a position without a module object.
+  static TreeRecords from_named(py::handle modules, py::handle parameters, py::handle buffers,
+                                const TensorClasses& classes);
 
   int64_t module_count() const { return static_cast<int64_t>(modules_.size()); }
   int64_t leaf_count() const { return static_cast<int64_t>(leaves_.size()); }
@@ -125,14 +133,17 @@ class TreeRecords {
 
  private:
   TreeRecords() = default;
-  void add_leaves(int64_t position, PyObject* members, bool are_buffers,
-                  const TensorClasses& classes);
+  DottedName path_to(int64_t position) const;  // the dotted name of a position
   void finish();                              // first leaves, shape hashes, subtree figures
   py::list named_leaves(bool buffers) const;  // the first leaf of each tensor, by name
   void find_ties();
 
   std::vector<ModuleRecord> modules_;
   std::vector<LeafRecord> leaves_;
+  // The order the source listed positions and leaves in, where it is not
+  // pre-order (records built from lists); empty: pre-order.
+  std::vector<int64_t> listed_modules_;
+  std::vector<int64_t> listed_leaves_;
   std::optional<std::vector<TieGroup>> ties_;
   std::vector<int64_t> tied_to_;
 };

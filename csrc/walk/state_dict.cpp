@@ -6,15 +6,13 @@
 #include <utility>
 #include <vector>
 
-#include "common/cycle_error.h"
 #include "common/gc_pause.h"
-#include "common/pointer_set.h"
-#include "common/prefetch.h"
+#include "common/python_error.h"
 #include "walk/detached_tensor.h"
+#include "walk/dotted_name.h"
 #include "walk/hand_back.h"
 #include "walk/instance_dict.h"
-#include "walk/name_text.h"
-#include "walk/walk_size.h"
+#include "walk/position_walk.h"
 
 namespace torchwalk {
 namespace {
@@ -42,15 +40,6 @@ constexpr char kExtraStateSuffix[] = "_extra_state";
 // `getattr(cls, "get_extra_state")`.
 constexpr AttributeMask kSavesAsPyTorch =
     kReadsDicts | mask_of(kStateDict, kSaveToStateDict) | kExtraStateLookupIsMro;
-
-[[noreturn]] void raise_python_error() { throw py::error_already_set(); }
-
-PyObject* checked(PyObject* result) {
-  if (result == nullptr) {
-    raise_python_error();
-  }
-  return result;
-}
 
 // `hasattr(destination, "_metadata")`: the attribute (new reference) or null
 // when reading it raises AttributeError.
@@ -206,90 +195,6 @@ std::optional<ModuleState> read_module(PyObject* module, AttributeMask keeps,
   }
 }
 
-// The dotted prefix of the module being saved, as UTF-8 text: the root's
-// prefix, then `name + "."` per level, exactly PyTorch's `prefix + name + "."`.
-class KeyPrefix {
- public:
-  explicit KeyPrefix(PyObject* root_prefix) { append_text(root_prefix); }
-
-  size_t length() const { return text_.size(); }
-
-  const std::string& text() const { return text_; }
-
-  void truncate(size_t length) {
-    text_.resize(length);
-    if (first_non_ascii_ >= length) {
-      first_non_ascii_ = std::string::npos;
-    }
-  }
-
-  // Goes one level down: `prefix + name + "."`.
-  void descend(PyObject* name) {
-    append_text(name);
-    text_.push_back('.');
-  }
-
-  // A new str: `prefix + name`.
-  PyObject* key(PyObject* name) {
-    Py_ssize_t size = 0;
-    const char* text = utf8_of(name, &size);
-    size_t length = text_.size();
-    bool ascii = is_ascii() && PyUnicode_IS_ASCII(name);
-    text_.append(text, static_cast<size_t>(size));
-    return new_str_or_release(length, ascii);
-  }
-
-  // A new str: `prefix + suffix` for an ASCII suffix.
-  PyObject* key(const char* suffix) {
-    size_t length = text_.size();
-    text_.append(suffix);
-    return new_str_or_release(length, is_ascii());
-  }
-
-  // A new str: the whole prefix.
-  PyObject* whole() const { return new_str(text_.data(), text_.size(), is_ascii()); }
-
-  // A new str: `prefix[:-1]` of a prefix that ends with ".".
-  PyObject* without_dot() const { return new_str(text_.data(), text_.size() - 1, is_ascii()); }
-
- private:
-  void append_text(PyObject* name) {
-    Py_ssize_t size = 0;
-    const char* text = utf8_of(name, &size);
-    if (!PyUnicode_IS_ASCII(name) && is_ascii()) {
-      first_non_ascii_ = text_.size();
-    }
-    text_.append(text, static_cast<size_t>(size));
-  }
-
-  // The str of the current text, which is then cut back to `length`.
-  PyObject* new_str_or_release(size_t length, bool ascii) {
-    PyObject* joined = nullptr;
-    try {
-      joined = new_str(text_.data(), text_.size(), ascii);
-    } catch (...) {
-      text_.resize(length);
-      throw;
-    }
-    text_.resize(length);
-    return joined;
-  }
-
-  bool is_ascii() const { return first_non_ascii_ == std::string::npos; }
-
-  std::string text_;
-  size_t first_non_ascii_ = std::string::npos;
-};
-
-// A module whose children are being saved.
-struct Frame {
-  py::object module;
-  py::object children;   // its `_modules` dict
-  Py_ssize_t cursor;     // PyDict_Next position in `children`
-  Py_ssize_t size;       // the dict's size when the frame began
-  size_t prefix_length;  // the key prefix's length at this module
-};
-
 // What Python's dict iteration raises when the loop body changed the dict.
 void check_unchanged(PyObject* dict, Py_ssize_t size) {
   if (PyDict_GET_SIZE(dict) != size) {
@@ -298,77 +203,50 @@ void check_unchanged(PyObject* dict, Py_ssize_t size) {
   }
 }
 
-class StateDictWalk {
+// The visitor of the walk (position_walk.h): saves each module as PyTorch's
+// state_dict would, and hands each module that PyTorch must save itself to
+// its own `state_dict` method, which then saves everything below it.
+class StateDictSaver {
  public:
-  StateDictWalk(py::object destination, PyObject* root_prefix, PyObject* keep_vars,
-                bool module_class_keeps_extra_state)
+  StateDictSaver(py::object destination, PyObject* root_prefix, PyObject* keep_vars,
+                 bool module_class_keeps_extra_state, ModuleState root_state)
       : destination_(std::move(destination)),
-        prefix_(root_prefix),
+        prefix_(root_prefix, DottedName::Style::key_prefix),
         keep_vars_(keep_vars),
-        module_class_keeps_extra_state_(module_class_keeps_extra_state) {}
+        module_class_keeps_extra_state_(module_class_keeps_extra_state),
+        root_prefix_(root_prefix),
+        root_state_(std::move(root_state)) {}
 
   const py::object& destination() const { return destination_; }
 
-  void run(const ModuleState& root, PyObject* root_prefix) {
-    auto root_metadata_key = py::reinterpret_steal<py::object>(checked(PyUnicode_Substring(
-        root_prefix, 0, std::max<Py_ssize_t>(PyUnicode_GET_LENGTH(root_prefix) - 1, 0))));
-    save(root, root_metadata_key.ptr());
-    descend_into(root);
-    while (!stack_.empty()) {
-      Frame& top = stack_.back();
-      check_unchanged(top.children.ptr(), top.size);
-      PyObject* name = nullptr;
-      PyObject* child = nullptr;
-      if (!PyDict_Next(top.children.ptr(), &top.cursor, &name, &child)) {
-        ancestors_.erase(top.module.ptr());
-        stack_.pop_back();
-        continue;
-      }
-      if (child == Py_None) {
-        continue;
-      }
-      auto owned_name = py::reinterpret_borrow<py::object>(name);
-      auto owned_child = py::reinterpret_borrow<py::object>(child);
-      if (modules_entered_ > kLargeWalkModules) {
-        prefetch_next_siblings(top.children.ptr(), top.cursor);
-      }
-      prefix_.truncate(top.prefix_length);
-      prefix_.descend(name);
-      std::optional<ModuleState> state = read_module(child, 0, module_class_keeps_extra_state_,
-                                                     modules_entered_ <= kLargeWalkModules);
-      if (!state) {
-        hand_to_pytorch(child);
-        continue;
-      }
-      if (ancestors_.contains(child)) {
-        raise_cycle(child, prefix_.text(), "its state_dict");
-      }
-      auto metadata_key = py::reinterpret_steal<py::object>(prefix_.without_dot());
-      save(*state, metadata_key.ptr());
-      descend_into(*state);  // may grow the stack: `top` is not used after this
+  DottedName& prefix() { return prefix_; }
+
+  py::object enter(PyObject* module, const Position& at) {
+    if (at.depth == 0) {
+      // `prefix[:-1]` of the root's prefix, which need not end with ".".
+      auto metadata_key = py::reinterpret_steal<py::object>(checked(PyUnicode_Substring(
+          root_prefix_, 0, std::max<Py_ssize_t>(PyUnicode_GET_LENGTH(root_prefix_) - 1, 0))));
+      save(root_state_, metadata_key.ptr());
+      return root_state_.children;
     }
+    std::optional<ModuleState> state =
+        read_module(module, 0, module_class_keeps_extra_state_, at.remember);
+    if (!state) {
+      hand_to_pytorch(module);
+      return {};
+    }
+    auto metadata_key = py::reinterpret_steal<py::object>(prefix_.without_trailing_dot());
+    save(*state, metadata_key.ptr());
+    return std::move(state->children);
   }
 
  private:
-  // Walks the module's children next, unless it has none (most modules).
-  void descend_into(const ModuleState& state) {
-    Py_ssize_t size = PyDict_GET_SIZE(state.children.ptr());
-    if (size == 0) {
-      return;
-    }
-    ancestors_.insert(state.module.ptr());
-    if (++modules_entered_ > kLargeWalkModules) {
-      prefetch_children(state.children.ptr());
-    }
-    stack_.push_back(Frame{state.module, state.children, 0, size, prefix_.length()});
-  }
-
   // `child.state_dict(destination=..., prefix=..., keep_vars=...)`, as
   // PyTorch's parent calls it (its result is not used there either).
   void hand_to_pytorch(PyObject* child) {
     auto method = py::reinterpret_steal<py::object>(
         checked(PyObject_GetAttr(child, attribute_name(kStateDict))));
-    auto child_prefix = py::reinterpret_steal<py::object>(prefix_.whole());
+    auto child_prefix = py::reinterpret_steal<py::object>(prefix_.to_str());
     PyObject* arguments[] = {destination_.ptr(), child_prefix.ptr(), keep_vars_};
     Py_DECREF(
         checked(PyObject_Vectorcall(method.ptr(), arguments, 0, names().child_call_keywords)));
@@ -386,7 +264,7 @@ class StateDictWalk {
     save_tensors(state.parameters.ptr(), nullptr);
     save_tensors(state.buffers.ptr(), state.non_persistent.ptr());
     if (state.saves_extra_state) {
-      auto key = py::reinterpret_steal<py::object>(prefix_.key(kExtraStateSuffix));
+      auto key = py::reinterpret_steal<py::object>(prefix_.joined_with(kExtraStateSuffix));
       auto extra_state = py::reinterpret_steal<py::object>(
           checked(PyObject_CallMethodNoArgs(module, attribute_name(kGetExtraState))));
       set_item(key.ptr(), extra_state.ptr());
@@ -453,7 +331,7 @@ class StateDictWalk {
           continue;
         }
       }
-      auto key = py::reinterpret_steal<py::object>(prefix_.key(name));
+      auto key = py::reinterpret_steal<py::object>(prefix_.joined_with(name));
       auto value = py::reinterpret_steal<py::object>(
           keep_vars_ == Py_True ? Py_NewRef(member) : checked(detached(member)));
       set_item(key.ptr(), value.ptr());
@@ -468,12 +346,11 @@ class StateDictWalk {
   }
 
   py::object destination_;
-  KeyPrefix prefix_;
+  DottedName prefix_;
   PyObject* keep_vars_;  // Py_True or Py_False
   bool module_class_keeps_extra_state_;
-  std::vector<Frame> stack_;
-  size_t modules_entered_ = 0;  // modules with children so far
-  PointerSet ancestors_;        // the modules on the stack: meeting one again is a cycle
+  PyObject* root_prefix_;  // an exact str, alive for the whole call
+  ModuleState root_state_;
 };
 
 py::object new_destination() {
@@ -498,12 +375,13 @@ std::optional<py::object> walk_state_dict(py::handle root, const StateDictQuery&
   if (!root_state) {
     return std::nullopt;
   }
-  std::optional<StateDictWalk> walk;
+  std::optional<StateDictSaver> saver;
   try {
     py::object destination = query.destination.is_none()
                                  ? new_destination()
                                  : py::reinterpret_borrow<py::object>(query.destination);
-    walk.emplace(destination, prefix, query.keep_vars.ptr(), module_class_keeps_extra_state);
+    saver.emplace(destination, prefix, query.keep_vars.ptr(), module_class_keeps_extra_state,
+                  std::move(*root_state));
   } catch (const HandBack&) {  // a prefix without a UTF-8 form
     return std::nullopt;
   }
@@ -511,14 +389,13 @@ std::optional<py::object> walk_state_dict(py::handle root, const StateDictQuery&
     // Tens of thousands of new tensors would trigger dozens of collections,
     // each traversing the whole model; paused, it runs once afterwards.
     GarbageCollectorPause pause;
-    walk->run(*root_state, prefix);
+    walk_positions(root.ptr(), WalkOptions{&saver->prefix(), "its state_dict"}, *saver);
   } catch (const HandBack&) {
     // Names are checked before a module is saved; only code run during the
     // walk (extra state, a handed-back child) can have put others there.
-    PyErr_SetString(PyExc_RuntimeError, "dictionary keys changed during iteration");
-    raise_python_error();
+    raise_error(PyExc_RuntimeError, "dictionary keys changed during iteration");
   }
-  return walk->destination();
+  return saver->destination();
 }
 
 }  // namespace torchwalk

@@ -118,9 +118,12 @@ class TreeRecords:
 # instances count as global tensors, their local shard holds their memory.
 def walk_module(
     module: nn.Module, buffers: bool, sharded_class: type | None = None
-) -> TreeRecords: ...
-def walk_mapping(
-    names: list[str], tensors: list[torch.Tensor], sharded_class: type | None = None
+) -> TreeRecords | None: ...  # None: the module's own methods must answer (see tree.py)
+def walk_named(
+    modules: list[tuple[str, nn.Module]],
+    parameters: list[tuple[str, torch.Tensor]],
+    buffers: list[tuple[str, torch.Tensor]],
+    sharded_class: type | None = None,
 ) -> TreeRecords: ...
 
 # --- Bulk value statistics (csrc/stats/). ------------------------------------

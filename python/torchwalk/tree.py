@@ -8,7 +8,7 @@ walking the model again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -171,12 +171,43 @@ def walk(source: Source, *, buffers: bool = True) -> ParamTree:
     """
     sharded_class = sharded_tensor_class()
     if isinstance(source, nn.Module):
-        return ParamTree(_C.walk_module(source, buffers, sharded_class))
+        records = _C.walk_module(source, buffers, sharded_class)
+        if records is None:
+            records = _records_by_pytorch(source, buffers, sharded_class)
+        return ParamTree(records)
     if isinstance(source, Mapping):
-        return ParamTree(_C.walk_mapping(list(source.keys()), list(source.values()), sharded_class))
+        return ParamTree(_C.walk_named([], list(source.items()), [], sharded_class))
     raise TypeError(
         "torchwalk.walk() expects an nn.Module or a mapping of names to tensors, "
         f"got {type(source).__name__}"
+    )
+
+
+def _records_by_pytorch(
+    module: nn.Module, buffers: bool, sharded_class: type | None
+) -> _C.TreeRecords:
+    """The records of a module whose traversal PyTorch's own methods must give.
+
+    The C++ walk declines where a class on the way overrides part of the
+    traversal (a root's own ``named_parameters``, a ``named_modules``
+    anywhere), holds a dict subclass, or anything else the drop-ins hand
+    back: the records are then built from the module's own methods, so that
+    the snapshot lists what they list. Every position is asked for
+    (``remove_duplicate=False``), as the walk does; an override that does not
+    take that argument is called with its defaults.
+    """
+
+    def every_position(method: Callable[..., Iterator[tuple[str, object]]]) -> list:
+        try:
+            return list(method(remove_duplicate=False))
+        except TypeError:
+            return list(method())
+
+    return _C.walk_named(
+        every_position(module.named_modules),
+        every_position(module.named_parameters),
+        every_position(module.named_buffers) if buffers else [],
+        sharded_class,
     )
 
 
