@@ -19,7 +19,7 @@ import torch
 import torchwalk as tw
 from helpers.module_trees import python_code_run_by, run_child
 from torch import nn
-from torchwalk.install import is_installed
+from torchwalk.installation import is_installed
 
 # Dynamo is what these tests are about; the backend only runs its graphs. The
 # default backend (inductor) compiles the real models below.

@@ -4,6 +4,8 @@
 #include <tuple>
 #include <utility>
 
+#include "bridge/python_tensors.h"
+
 namespace torchwalk {
 namespace {
 

@@ -7,9 +7,18 @@
 #include <cstdint>
 #include <vector>
 
-#include "tree/tree_records.h"
+#include "storage/leaf_record.h"
 
 namespace torchwalk {
+
+enum class TieKind { packed, overlap, alias, shared };  // weakest to strongest
+
+struct TieGroup {
+  std::vector<int64_t> leaves;  // indices of the leaves, in walk order
+  TieKind kind = TieKind::packed;
+  int64_t nbytes = 0;
+  int64_t overcount_nbytes = 0;
+};
 
 // The groups of two or more leaves on one storage, ordered by their first
 // leaf, each with the strongest kind found between two of its leaves.

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "bridge/python_tensors.h"
 #include "common/address_index.h"
 #include "common/pointer_set.h"
 #include "common/python_error.h"
@@ -57,42 +58,6 @@ const LeafRecord& TreeRecords::leaf(int64_t index) const {
     throw py::index_error("leaf " + std::to_string(index) + " out of range");
   }
   return leaves_[static_cast<size_t>(index)];
-}
-
-namespace {
-
-bool is_instance(PyObject* object, py::handle cls) {
-  if (cls.is_none()) {
-    return false;
-  }
-  int found = PyObject_IsInstance(object, cls.ptr());
-  if (found < 0) {
-    throw py::error_already_set();
-  }
-  return found != 0;
-}
-
-}  // namespace
-
-void LeafRecord::describe(PyObject* described, const TensorClasses& classes) {
-  tensor = py::reinterpret_borrow<py::object>(described);
-  is_lazy = is_instance(described, classes.lazy);
-  facts = tensor_facts(described);
-  local = tensor;
-  local_numel = facts.numel;
-  if (is_instance(described, classes.sharded)) {
-    // Ties are about memory, which a DTensor keeps in its local shard.
-    local = py::reinterpret_steal<py::object>(PyObject_GetAttrString(described, "_local_tensor"));
-    if (!local || !is_tensor(local.ptr())) {
-      throw py::error_already_set();
-    }
-    TensorFacts local_facts = tensor_facts(local.ptr());
-    facts.storage_key = local_facts.storage_key;
-    facts.span_begin = local_facts.span_begin;
-    facts.span_end = local_facts.span_end;
-    facts.view_hash = local_facts.view_hash;
-    local_numel = local_facts.numel;
-  }
 }
 
 namespace {

@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "storage/tensor_facts.h"
+#include "storage/leaf_record.h"
+#include "bridge/tensor_facts.h"
+#include "storage/tie_groups.h"
 #include "walk/dotted_name.h"
 
 namespace torchwalk {
@@ -59,39 +61,6 @@ struct ModuleRecord {
   int64_t leaf_count = 0;
   uint64_t shape_hash = 0;
   SubtreeFigures figures;
-};
-
-// The classes of tensors the records treat apart.
-struct TensorClasses {
-  py::handle lazy;     // torch.nn.parameter.UninitializedTensorMixin
-  py::handle sharded;  // torch.distributed.tensor.DTensor, or None when not imported
-};
-
-struct LeafRecord {
-  py::object name;  // its name in its module
-  py::object tensor;
-  // The memory this rank holds: a DTensor's local shard, else the tensor itself.
-  py::object local;
-  int64_t module = 0;
-  int64_t first = 0;  // first leaf of the same kind holding the same tensor object
-  bool is_buffer = false;
-  bool is_lazy = false;
-  // Of the global tensor, except storage_key, span and view_hash, which are
-  // of `local` (where the bytes are).
-  TensorFacts facts;
-  int64_t local_numel = 0;
-
-  // Fills everything but the position fields from `tensor`.
-  void describe(PyObject* tensor, const TensorClasses& classes);
-};
-
-enum class TieKind { packed, overlap, alias, shared };  // weakest to strongest
-
-struct TieGroup {
-  std::vector<int64_t> leaves;  // in walk order
-  TieKind kind = TieKind::packed;
-  int64_t nbytes = 0;
-  int64_t overcount_nbytes = 0;
 };
 
 class TreeRecords {

@@ -165,28 +165,6 @@ struct ModuleCollector {
   }
 };
 
-// The children named_children yields: each module object once, under its key.
-struct ChildCollector {
-  AttributeMask root_keeps;
-  PointerSet seen;
-  Results& results;
-
-  py::object enter(PyObject* module, const Position& at) {
-    if (at.depth == 0) {
-      py::object dict = checked_instance_dict(module, root_keeps | kReadsDicts);
-      return exact_dict_entry(dict.ptr(), InstanceEntry::modules);
-    }
-    // `module not in memo` hashes the child.
-    if (!facts_of(Py_TYPE(module)).keeps(kHashesByIdentity)) {
-      hand_back();
-    }
-    if (seen.insert(module)) {
-      results.add(results.with_names() ? Py_NewRef(at.key) : nullptr, module);
-    }
-    return {};  // children only: never deeper
-  }
-};
-
 }  // namespace
 
 std::optional<py::object> walk_members(py::handle root, const MemberQuery& query) {
@@ -262,13 +240,30 @@ std::optional<py::object> walk_modules(py::handle root, const ModuleQuery& query
   }
 }
 
+// One loop over the root's `_modules`, as PyTorch's named_children: no walk.
 std::optional<py::object> walk_children(py::handle root, bool with_names,
                                         AttributeMask root_keeps) {
   try {
+    py::object dict = checked_instance_dict(root.ptr(), root_keeps | kReadsDicts);
+    py::object children = exact_dict_entry(dict.ptr(), InstanceEntry::modules);
+    PointerSet memo;
     Scratch scratch;
     Results results(with_names, scratch);
-    ChildCollector collector{root_keeps, {}, results};
-    walk_positions(root.ptr(), WalkOptions{nullptr, nullptr, scratch.memory()}, collector);
+    Py_ssize_t cursor = 0;
+    PyObject* name = nullptr;
+    PyObject* child = nullptr;
+    while (PyDict_Next(children.ptr(), &cursor, &name, &child)) {
+      if (child == Py_None) {
+        continue;
+      }
+      // `module not in memo` hashes the child.
+      if (!facts_of(Py_TYPE(child)).keeps(kHashesByIdentity)) {
+        hand_back();
+      }
+      if (memo.insert(child)) {
+        results.add(with_names ? Py_NewRef(name) : nullptr, child);
+      }
+    }
     return results.to_iterator();
   } catch (const HandBack&) {
     return std::nullopt;

@@ -6,9 +6,9 @@
 #include <utility>
 #include <vector>
 
+#include "bridge/python_tensors.h"
 #include "common/gc_pause.h"
 #include "common/python_error.h"
-#include "walk/detached_tensor.h"
 #include "walk/dotted_name.h"
 #include "walk/hand_back.h"
 #include "walk/instance_dict.h"
@@ -333,7 +333,7 @@ class StateDictSaver {
       }
       auto key = py::reinterpret_steal<py::object>(prefix_.joined_with(name));
       auto value = py::reinterpret_steal<py::object>(
-          keep_vars_ == Py_True ? Py_NewRef(member) : checked(detached(member)));
+          keep_vars_ == Py_True ? Py_NewRef(member) : checked(detached(member, parameter_class())));
       set_item(key.ptr(), value.ptr());
       check_unchanged(members, size);
     }

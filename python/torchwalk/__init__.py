@@ -32,7 +32,7 @@ from torchwalk.dropin import (  # noqa: E402
     parameters,
     state_dict,
 )
-from torchwalk.install import install, installed, uninstall  # noqa: E402
+from torchwalk.installation import install, installed, uninstall  # noqa: E402
 from torchwalk.summary_table import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, stats, summary, ties, walk  # noqa: E402
 from torchwalk.value_stats import Stats, TensorStats  # noqa: E402

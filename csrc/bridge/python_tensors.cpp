@@ -1,7 +1,4 @@
-// The one file that sees torch's tensors (torch/csrc/autograd/python_variable.h
-// alone takes about 9 s to parse here): everything else reads TensorFacts.
-
-#include "bindings/tensor_unpack.h"
+#include "bridge/python_tensors.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/Tensor.h>
@@ -14,9 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "storage/tensor_facts.h"
-#include "walk/class_check.h"
-#include "walk/detached_tensor.h"
 
 namespace torchwalk {
 namespace {
@@ -28,9 +22,9 @@ int16_t device_code_of(const c10::Device& device) {
 // True when `tensor.detach` is torch.Tensor.detach called without a
 // __torch_function__ override: Python's method would make the same
 // dispatcher call as at::Tensor::detach.
-bool detaches_plainly(PyObject* tensor, PyObject* detach_name) {
+bool detaches_plainly(PyObject* tensor, PyObject* parameter_class, PyObject* detach_name) {
   auto* type = reinterpret_cast<PyObject*>(Py_TYPE(tensor));
-  if ((type != THPVariableClass && type != parameter_class()) ||
+  if ((type != THPVariableClass && type != parameter_class) ||
       at::impl::torch_function_mode_enabled()) {
     return false;
   }
@@ -41,9 +35,9 @@ bool detaches_plainly(PyObject* tensor, PyObject* detach_name) {
 
 }  // namespace
 
-PyObject* detached(PyObject* tensor) {
+PyObject* detached(PyObject* tensor, PyObject* parameter_class) {
   static PyObject* detach_name = PyUnicode_InternFromString("detach");
-  if (!detaches_plainly(tensor, detach_name)) {
+  if (!detaches_plainly(tensor, parameter_class, detach_name)) {
     if (PyErr_Occurred()) {  // a key's __eq__ raised: let the method lookup meet it again
       PyErr_Clear();
     }

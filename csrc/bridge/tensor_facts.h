@@ -1,10 +1,7 @@
 #pragma once
 
-// What the snapshot keeps of each tensor, read once during the walk. A plain
-// header: only csrc/bindings/tensor_unpack.cpp includes torch's (slow to
-// parse) tensor headers to fill it in.
-
-#include <Python.h>
+// What the snapshot keeps of each tensor, read once during the walk by
+// tensor_facts() (bridge/python_tensors.h).
 
 #include <cstdint>
 
@@ -36,21 +33,5 @@ struct TensorFacts {
 inline uint64_t hash_combine(uint64_t hash, uint64_t value) {
   return hash ^ (value + 0x9E3779B97F4A7C15ull + (hash << 6) + (hash >> 2));
 }
-
-// True for torch.Tensor and its subclasses.
-bool is_tensor(PyObject* object);
-
-// The facts of a tensor (`is_tensor(tensor)` must hold).
-TensorFacts tensor_facts(PyObject* tensor);
-
-// True when two tensors are the same view: storage, offset, sizes, strides
-// and dtype all equal.
-bool same_view(PyObject* tensor, PyObject* other);
-
-// str(tensor.dtype) for a dtype_code seen in `tensor`, e.g. "torch.float32".
-PyObject* dtype_name(int8_t dtype_code, PyObject* tensor);
-
-// str(tensor.device) for a device_code, e.g. "cpu", "cuda:1", "meta".
-PyObject* device_name(int16_t device_code);
 
 }  // namespace torchwalk

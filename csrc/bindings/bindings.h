@@ -1,0 +1,22 @@
+#pragma once
+
+// The parts of the Python module torchwalk._C, each bound by its own file;
+// module.cpp puts them together.
+
+#include <pybind11/pybind11.h>
+
+namespace torchwalk {
+
+// walk_functions.cpp: the drop-ins' walkers (named_parameters, state_dict, ...).
+void add_walk_functions(pybind11::module_& m);
+
+// records.cpp: TreeRecords and the calls that build them.
+void bind_records(pybind11::module_& m);
+
+// records.cpp: the class of lazy tensors (UninitializedTensorMixin), set at import.
+void set_lazy_tensor_class(pybind11::handle lazy_class);
+
+// stats.cpp: StatsTable and the statistics calls.
+void bind_stats(pybind11::module_& m);
+
+}  // namespace torchwalk

@@ -1,0 +1,293 @@
+// The statistics as torchwalk._C calls: tensor_stats, and StatsTable, the
+// result that keeps its rows in C++ until they are read.
+
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "bridge/python_tensors.h"
+#include "common/gc_pause.h"
+#include "stats/tensor_stats.h"
+
+namespace torchwalk {
+
+namespace py = pybind11;
+
+namespace {
+
+// The kind names of `StatsTable.partials()` rows; see _C.pyi.
+constexpr const char* kStatsKindNames[] = {"values", "counts_and_l2", "numel_only"};
+
+// A tuple of new references, built with CPython's own calls (pybind11's
+// make_tuple costs several times as much). Releases them all when one is
+// null.
+py::tuple new_tuple(std::initializer_list<PyObject*> items) {
+  auto tuple = py::reinterpret_steal<py::tuple>(PyTuple_New(static_cast<Py_ssize_t>(items.size())));
+  bool made = static_cast<bool>(tuple);
+  for (PyObject* item : items) {
+    made = made && item != nullptr;
+  }
+  if (!made) {
+    for (PyObject* item : items) {
+      Py_XDECREF(item);
+    }
+    throw py::error_already_set();
+  }
+  Py_ssize_t index = 0;
+  for (PyObject* item : items) {
+    PyTuple_SET_ITEM(tuple.ptr(), index++, item);
+  }
+  return tuple;
+}
+
+// (numel, kind, count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs)
+py::tuple partials_of(const TensorStats& stats) {
+  static PyObject* const kind_names[] = {
+      PyUnicode_InternFromString(kStatsKindNames[0]),
+      PyUnicode_InternFromString(kStatsKindNames[1]),
+      PyUnicode_InternFromString(kStatsKindNames[2]),
+  };
+  const Moments& m = stats.moments;
+  return new_tuple(
+      {PyLong_FromLongLong(stats.numel), Py_NewRef(kind_names[static_cast<int>(stats.kind)]),
+       PyLong_FromLongLong(m.count), PyFloat_FromDouble(m.sum), PyFloat_FromDouble(m.m2),
+       PyFloat_FromDouble(m.sum_squares), PyFloat_FromDouble(m.min), PyFloat_FromDouble(m.max),
+       PyFloat_FromDouble(m.absmax), PyLong_FromLongLong(m.zeros), PyLong_FromLongLong(m.nans),
+       PyLong_FromLongLong(m.infs)});
+}
+
+// The figures of one row as torchwalk.TensorStats holds them after its name:
+// (numel, mean, std, min, max, absmax, l2, zeros, nans, infs). None where the
+// tensor has no such figure: all but numel for meta and empty tensors, all
+// but the counts and l2 for complex ones. The kernels keep NaN-free extremes
+// and count the NaNs; torch's extremes are NaN then, and so are these.
+py::tuple figures_of(const TensorStats& stats) {
+  const Moments& m = stats.moments;
+  auto none = [] { return Py_NewRef(Py_None); };
+  if (stats.kind == StatsKind::numel_only || m.count == 0) {
+    return new_tuple({PyLong_FromLongLong(stats.numel), none(), none(), none(), none(), none(),
+                      none(), none(), none(), none()});
+  }
+  PyObject* l2 = PyFloat_FromDouble(std::sqrt(m.sum_squares));
+  if (stats.kind == StatsKind::counts_and_l2) {
+    return new_tuple({PyLong_FromLongLong(stats.numel), none(), none(), none(), none(), none(), l2,
+                      PyLong_FromLongLong(m.zeros), PyLong_FromLongLong(m.nans),
+                      PyLong_FromLongLong(m.infs)});
+  }
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  double count = static_cast<double>(m.count);
+  double std = m.count > 1 ? std::sqrt(m.m2 / static_cast<double>(m.count - 1)) : kNaN;
+  bool has_nan = m.nans > 0;
+  return new_tuple({PyLong_FromLongLong(stats.numel), PyFloat_FromDouble(m.sum / count),
+                    PyFloat_FromDouble(std), PyFloat_FromDouble(has_nan ? kNaN : m.min),
+                    PyFloat_FromDouble(has_nan ? kNaN : m.max),
+                    PyFloat_FromDouble(has_nan ? kNaN : m.absmax), l2, PyLong_FromLongLong(m.zeros),
+                    PyLong_FromLongLong(m.nans), PyLong_FromLongLong(m.infs)});
+}
+
+// Holds a NaN, an Inf, or nothing but zeros.
+bool is_anomalous(const TensorStats& stats) {
+  const Moments& m = stats.moments;
+  if (stats.kind == StatsKind::numel_only || m.count == 0) {
+    return false;
+  }
+  return m.nans > 0 || m.infs > 0 || (stats.numel > 0 && m.zeros == stats.numel);
+}
+
+// The statistics of many tensors, a row each, kept in C++: Python objects are
+// made only for the rows that are read (ten thousand rows of twelve objects
+// each cost more than reading ten thousand small tensors).
+struct StatsTable {
+  std::vector<TensorStats> rows;
+
+  const TensorStats& at(py::handle index) const {
+    Py_ssize_t position = PyNumber_AsSsize_t(index.ptr(), PyExc_IndexError);
+    if (position == -1 && PyErr_Occurred()) {
+      throw py::error_already_set();
+    }
+    if (position < 0 || static_cast<size_t>(position) >= rows.size()) {
+      throw py::index_error("row " + std::to_string(position) + " of a table of " +
+                            std::to_string(rows.size()));
+    }
+    return rows[static_cast<size_t>(position)];
+  }
+
+  // The rows at `positions`, merged as if their tensors were concatenated.
+  TensorStats merged(py::iterable positions) const {
+    std::vector<TensorStats> parts;
+    for (py::handle position : positions) {
+      parts.push_back(at(position));
+    }
+    return merge_stats(parts);
+  }
+};
+
+Moments moments_from_python(py::handle partial) {
+  auto fields = py::reinterpret_borrow<py::sequence>(partial);
+  if (fields.size() != 10) {
+    throw py::value_error(
+        "a partial has 10 fields (count, sum, m2, sum_squares, min, max, "
+        "absmax, zeros, nans, infs), got " +
+        std::to_string(fields.size()));
+  }
+  // All read as floats: they come as float64 from a collective.
+  auto value = [&](size_t index) { return fields[index].cast<double>(); };
+  Moments m;
+  m.count = static_cast<int64_t>(value(0));
+  m.sum = value(1);
+  m.m2 = value(2);
+  m.sum_squares = value(3);
+  m.min = value(4);
+  m.max = value(5);
+  m.absmax = value(6);
+  m.zeros = static_cast<int64_t>(value(7));
+  m.nans = static_cast<int64_t>(value(8));
+  m.infs = static_cast<int64_t>(value(9));
+  return m;
+}
+
+struct NamedStatsPath {
+  const char* name;
+  StatsPath path;
+};
+constexpr NamedStatsPath kStatsPaths[] = {{"kernels", StatsPath::kernels},
+                                          {"avx512_cpu", StatsPath::avx512_cpu},
+                                          {"avx2_cpu", StatsPath::avx2_cpu},
+                                          {"portable_cpu", StatsPath::portable_cpu},
+                                          {"aten", StatsPath::aten}};
+
+StatsPath stats_path(const std::string& name) {
+  for (const NamedStatsPath& known : kStatsPaths) {
+    if (name == known.name) {
+      if (!runs_here(known.path)) {
+        throw py::value_error("this CPU cannot run the '" + name + "' statistics path");
+      }
+      return known.path;
+    }
+  }
+  throw py::value_error(
+      "path must be 'kernels', 'avx512_cpu', 'avx2_cpu', 'portable_cpu' or 'aten', got '" + name +
+      "'");
+}
+
+}  // namespace
+
+void bind_stats(py::module_& m) {
+  py::class_<StatsTable>(m, "StatsTable", "The statistics of many tensors, a row each.")
+      .def("__len__", [](const StatsTable& table) { return table.rows.size(); })
+      .def_static(
+          "concatenated",
+          [](py::iterable tables) {
+            StatsTable joined;
+            for (py::handle table : tables) {
+              const auto& rows = table.cast<const StatsTable&>().rows;
+              joined.rows.insert(joined.rows.end(), rows.begin(), rows.end());
+            }
+            return joined;
+          },
+          "The rows of several tables, in order.")
+      .def(
+          "figures",
+          [](const StatsTable& table, py::handle row) { return figures_of(table.at(row)); },
+          "(numel, mean, std, min, max, absmax, l2, zeros, nans, infs) of a row.")
+      .def(
+          "merged_figures",
+          [](const StatsTable& table, py::iterable rows) { return figures_of(table.merged(rows)); },
+          "The figures of several rows' tensors as if concatenated.")
+      .def(
+          "total_figures",
+          [](const StatsTable& table) { return figures_of(merge_stats(table.rows)); },
+          "The figures of all rows' tensors as if concatenated.")
+      .def(
+          "anomalous",
+          [](const StatsTable& table) {
+            py::list found;
+            for (size_t row = 0; row < table.rows.size(); ++row) {
+              if (is_anomalous(table.rows[row])) {
+                found.append(row);
+              }
+            }
+            return found;
+          },
+          "The rows holding a NaN, an Inf, or nothing but zeros.")
+      .def(
+          "partials",
+          [](const StatsTable& table) {
+            GarbageCollectorPause pause;  // see gc_pause.h
+            py::list found;
+            for (const TensorStats& stats : table.rows) {
+              found.append(partials_of(stats));
+            }
+            return found;
+          },
+          "Every row as (numel, kind, count, sum, m2, sum_squares, min, max, absmax, zeros, "
+          "nans, infs).")
+      .def(
+          "moments",
+          [](const StatsTable& table, py::iterable rows) {
+            py::list found;
+            for (py::handle row : rows) {
+              const Moments& m = table.at(row).moments;
+              found.append(py::make_tuple(m.count, m.sum, m.m2, m.sum_squares, m.min, m.max,
+                                          m.absmax, m.zeros, m.nans, m.infs));
+            }
+            return found;
+          },
+          "(count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of each of `rows`: "
+          "what merged_across_ranks merges.")
+      .def(
+          "merged_across_ranks",
+          [](const StatsTable& table, py::iterable rows, py::sequence per_rank,
+             py::iterable numels) {
+            StatsTable merged = table;
+            auto numel = numels.begin();
+            size_t index = 0;
+            for (py::handle row : rows) {
+              if (numel == numels.end()) {
+                throw py::value_error("one global numel per row");
+              }
+              TensorStats stats = table.at(row);
+              stats.numel = numel->cast<int64_t>();
+              stats.moments = Moments{};
+              for (py::handle rank : per_rank) {  // in rank order: the same on every rank
+                auto partials = py::reinterpret_borrow<py::sequence>(rank);
+                stats.moments.merge(moments_from_python(partials[index]));
+              }
+              merged.rows[static_cast<size_t>(row.cast<Py_ssize_t>())] = stats;
+              ++numel;
+              ++index;
+            }
+            return merged;
+          },
+          py::arg("rows"), py::arg("per_rank"), py::arg("numels"),
+          "A copy whose `rows` are merged from every rank's partials of them, "
+          "`per_rank[rank][i]` = (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, "
+          "infs) of rows[i], with the global tensors' numels.");
+  m.def(
+      "tensor_stats",
+      [](py::list tensors, const std::string& path) {
+        return StatsTable{stats_of_tensor_list(tensors.ptr(), stats_path(path))};
+      },
+      py::arg("tensors"), py::arg("path") = "kernels",
+      "Statistics of each tensor in one pass, a row each of a StatsTable.");
+  m.def(
+      "stats_paths",
+      [] {
+        py::list names;
+        for (const NamedStatsPath& known : kStatsPaths) {
+          if (runs_here(known.path)) {
+            names.append(known.name);
+          }
+        }
+        return names;
+      },
+      "The names tensor_stats takes for `path` on this machine.");
+}
+
+
+}  // namespace torchwalk
