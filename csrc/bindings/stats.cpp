@@ -11,7 +11,6 @@
 
 #include "bindings/bindings.h"
 #include "bridge/python_tensors.h"
-#include "common/gc_pause.h"
 #include "stats/tensor_stats.h"
 
 namespace torchwalk {
@@ -19,9 +18,6 @@ namespace torchwalk {
 namespace py = pybind11;
 
 namespace {
-
-// The kind names of `StatsTable.partials()` rows; see _C.pyi.
-constexpr const char* kStatsKindNames[] = {"values", "counts_and_l2", "numel_only"};
 
 // A tuple of new references, built with CPython's own calls (pybind11's
 // make_tuple costs several times as much). Releases them all when one is
@@ -43,22 +39,6 @@ py::tuple new_tuple(std::initializer_list<PyObject*> items) {
     PyTuple_SET_ITEM(tuple.ptr(), index++, item);
   }
   return tuple;
-}
-
-// (numel, kind, count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs)
-py::tuple partials_of(const TensorStats& stats) {
-  static PyObject* const kind_names[] = {
-      PyUnicode_InternFromString(kStatsKindNames[0]),
-      PyUnicode_InternFromString(kStatsKindNames[1]),
-      PyUnicode_InternFromString(kStatsKindNames[2]),
-  };
-  const Moments& m = stats.moments;
-  return new_tuple(
-      {PyLong_FromLongLong(stats.numel), Py_NewRef(kind_names[static_cast<int>(stats.kind)]),
-       PyLong_FromLongLong(m.count), PyFloat_FromDouble(m.sum), PyFloat_FromDouble(m.m2),
-       PyFloat_FromDouble(m.sum_squares), PyFloat_FromDouble(m.min), PyFloat_FromDouble(m.max),
-       PyFloat_FromDouble(m.absmax), PyLong_FromLongLong(m.zeros), PyLong_FromLongLong(m.nans),
-       PyLong_FromLongLong(m.infs)});
 }
 
 // The figures of one row as torchwalk.TensorStats holds them after its name:
@@ -126,6 +106,13 @@ struct StatsTable {
     return merge_stats(parts);
   }
 };
+
+// Moments as Python sees them (_C.pyi's Moments), and back: the rows ranks
+// exchange to merge a sharded tensor's statistics.
+py::tuple moments_to_python(const Moments& m) {
+  return py::make_tuple(m.count, m.sum, m.m2, m.sum_squares, m.min, m.max, m.absmax, m.zeros,
+                        m.nans, m.infs);
+}
 
 Moments moments_from_python(py::handle partial) {
   auto fields = py::reinterpret_borrow<py::sequence>(partial);
@@ -216,25 +203,11 @@ void bind_stats(py::module_& m) {
           },
           "The rows holding a NaN, an Inf, or nothing but zeros.")
       .def(
-          "partials",
-          [](const StatsTable& table) {
-            GarbageCollectorPause pause;  // see gc_pause.h
-            py::list found;
-            for (const TensorStats& stats : table.rows) {
-              found.append(partials_of(stats));
-            }
-            return found;
-          },
-          "Every row as (numel, kind, count, sum, m2, sum_squares, min, max, absmax, zeros, "
-          "nans, infs).")
-      .def(
           "moments",
           [](const StatsTable& table, py::iterable rows) {
             py::list found;
             for (py::handle row : rows) {
-              const Moments& m = table.at(row).moments;
-              found.append(py::make_tuple(m.count, m.sum, m.m2, m.sum_squares, m.min, m.max,
-                                          m.absmax, m.zeros, m.nans, m.infs));
+              found.append(moments_to_python(table.at(row).moments));
             }
             return found;
           },

@@ -128,9 +128,8 @@ def walk_named(
 
 # --- Bulk value statistics (csrc/stats/). ------------------------------------
 #
-# A partial row: (numel, kind, count, sum, m2, sum_squares, min, max, absmax,
-# zeros, nans, infs), kind one of "values", "counts_and_l2" (complex),
-# "numel_only" (meta). count is the elements read (0 for empty and meta
+# Moments: (count, sum, m2, sum_squares, min, max, absmax, zeros, nans,
+# infs), what ranks merge. count is the elements read (0 for empty and meta
 # tensors), m2 the sum of squared deviations from the mean; min, max and
 # absmax leave NaNs out (they are counted in nans).
 #
@@ -138,7 +137,7 @@ def walk_named(
 # fields of torchwalk.TensorStats after its name, None where the tensor has
 # no such figure.
 
-PartialRow = tuple[int, str, int, float, float, float, float, float, float, int, int, int]
+Moments = tuple[float, float, float, float, float, float, float, float, float, float]
 Figures = tuple[
     int,
     float | None,
@@ -162,11 +161,9 @@ class StatsTable:
     def merged_figures(self, rows: Iterable[int], /) -> Figures: ...  # as if concatenated
     def total_figures(self) -> Figures: ...
     def anomalous(self) -> list[int]: ...  # rows with a NaN, an Inf, or only zeros
-    def partials(self) -> list[PartialRow]: ...
-    # (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of each of rows
-    def moments(self, rows: Iterable[int], /) -> list[tuple[float, ...]]: ...
-    # A copy whose `rows` are merged, in rank order, from per_rank[rank][i] =
-    # (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of rows[i].
+    def moments(self, rows: Iterable[int], /) -> list[Moments]: ...
+    # A copy whose `rows` are merged, in rank order, from per_rank[rank][i],
+    # the moments of rows[i] on that rank, with the global tensors' numels.
     def merged_across_ranks(
         self, rows: list[int], per_rank: list[list[list[float]]], numels: list[int]
     ) -> StatsTable: ...
