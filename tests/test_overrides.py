@@ -18,9 +18,9 @@ import torch
 import torchwalk as tw
 from helpers.module_trees import (
     Container,
+    assert_same_error,
     assert_same_items,
     check_every_dropin,
-    assert_same_error,
     python_code_run_by,
     run,
 )
@@ -661,7 +661,11 @@ class _HidesOneWeight(nn.Module):
 def test_a_root_hiding_a_weight_is_summarised_as_pytorch_counts_it() -> None:
     model = _HidesOneWeight()
     tree = tw.walk(model)
-    assert [name for name, _ in tree.named_parameters()] == ["hidden.bias", "shown.weight", "shown.bias"]
+    assert [name for name, _ in tree.named_parameters()] == [
+        "hidden.bias",
+        "shown.weight",
+        "shown.bias",
+    ]
     assert_same_items(tree.named_parameters(), list(tw.named_parameters(model)), named=True)
     assert tw.summary(model).totals.params == sum(p.numel() for p in model.parameters()) == 6
 

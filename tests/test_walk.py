@@ -8,6 +8,7 @@ the sources and inputs a user can hand it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import pytest
 import torch

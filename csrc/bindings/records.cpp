@@ -136,5 +136,4 @@ void bind_records(py::module_& m) {
       "Builds TreeRecords from lists of (dotted name, module or tensor) pairs.");
 }
 
-
 }  // namespace torchwalk

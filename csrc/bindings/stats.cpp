@@ -262,5 +262,4 @@ void bind_stats(py::module_& m) {
       "The names tensor_stats takes for `path` on this machine.");
 }
 
-
 }  // namespace torchwalk

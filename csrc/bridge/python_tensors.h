@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "stats/tensor_stats.h"
 #include "bridge/tensor_facts.h"
+#include "stats/tensor_stats.h"
 
 namespace torchwalk {
 

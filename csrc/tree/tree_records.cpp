@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <map>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -148,8 +148,8 @@ std::optional<TreeRecords> TreeRecords::from_module(py::handle root, bool buffer
                     Py_TYPE(root.ptr())->tp_name);
   }
   // The root's methods the views stand for.
-  AttributeMask root_keeps = mask_of(kNamedModules, kModules, kNamedParameters, kParameters,
-                                     kNamedMembers);
+  AttributeMask root_keeps =
+      mask_of(kNamedModules, kModules, kNamedParameters, kParameters, kNamedMembers);
   if (buffers) {
     root_keeps |= mask_of(kNamedBuffers, kBuffers);
   }
@@ -231,8 +231,8 @@ TreeRecords TreeRecords::from_named(py::handle modules, py::handle parameters, p
   for (int kind : {0, 1}) {
     for (auto& [dotted, tensor] : pairs_of(kind == 0 ? parameters : buffers, "tensor")) {
       if (!is_tensor(tensor.ptr())) {
-        raise_error(PyExc_TypeError, "expected a tensor at '" + dotted + "', got " +
-                                         Py_TYPE(tensor.ptr())->tp_name);
+        raise_error(PyExc_TypeError,
+                    "expected a tensor at '" + dotted + "', got " + Py_TYPE(tensor.ptr())->tp_name);
       }
       auto [node, name] = place(dotted, false);
       nodes[node].leaves[kind].emplace_back(std::move(name), std::move(tensor), listed_leaves++);
@@ -243,8 +243,8 @@ TreeRecords TreeRecords::from_named(py::handle modules, py::handle parameters, p
   records.listed_leaves_.resize(listed_leaves);
   std::vector<int64_t> position_of_node(nodes.size());
   auto make_str = [](const std::string& text) {
-    return py::reinterpret_steal<py::object>(checked(
-        PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict")));
+    return py::reinterpret_steal<py::object>(
+        checked(PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict")));
   };
   struct Frame {
     size_t node;

@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "storage/leaf_record.h"
 #include "bridge/tensor_facts.h"
+#include "storage/leaf_record.h"
 #include "storage/tie_groups.h"
 #include "walk/dotted_name.h"
 
@@ -103,8 +103,8 @@ class TreeRecords {
  private:
   TreeRecords() = default;
   DottedName path_to(int64_t position) const;  // the dotted name of a position
-  void finish();                              // first leaves, shape hashes, subtree figures
-  py::list named_leaves(bool buffers) const;  // the first leaf of each tensor, by name
+  void finish();                               // first leaves, shape hashes, subtree figures
+  py::list named_leaves(bool buffers) const;   // the first leaf of each tensor, by name
   void find_ties();
 
   std::vector<ModuleRecord> modules_;

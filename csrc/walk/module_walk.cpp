@@ -132,14 +132,15 @@ struct MemberCollector {
   void collect(PyObject* instance_dict, bool remember) {
     InstanceEntry entry =
         query.leaves == Leaves::parameters ? InstanceEntry::parameters : InstanceEntry::buffers;
-    for_each_member(instance_dict, entry, remember, member_memo, [&](PyObject* key, PyObject* member) {
-      if (results.with_names()) {
-        results.add(name.joined_with(key), member);
-      } else {
-        name.check_joinable(key);
-        results.add(nullptr, member);
-      }
-    });
+    for_each_member(instance_dict, entry, remember, member_memo,
+                    [&](PyObject* key, PyObject* member) {
+                      if (results.with_names()) {
+                        results.add(name.joined_with(key), member);
+                      } else {
+                        name.check_joinable(key);
+                        results.add(nullptr, member);
+                      }
+                    });
   }
 };
 
@@ -186,10 +187,10 @@ std::optional<py::object> walk_members(py::handle root, const MemberQuery& query
     module_memo.reserve(expected.modules);
     member_memo.reserve(expected.items);
     results.reserve(expected.items);
-    walk_positions(root.ptr(),
-                   WalkOptions{&name, query.remove_duplicate ? nullptr : kEveryPositionWalk,
-                               scratch.memory()},
-                   collector);
+    walk_positions(
+        root.ptr(),
+        WalkOptions{&name, query.remove_duplicate ? nullptr : kEveryPositionWalk, scratch.memory()},
+        collector);
     member_walk_sizes.remember(root.ptr(), WalkSize{module_memo.size(), results.size()});
     return results.to_iterator();
   } catch (const HandBack&) {
@@ -219,10 +220,10 @@ std::optional<py::object> walk_modules(py::handle root, const ModuleQuery& query
     Results results(query.with_names, scratch);
     results.reserve(expected.items);
     ModuleCollector collector{query, name, ModuleMemo{&memo, query.remove_duplicate}, results};
-    walk_positions(root.ptr(),
-                   WalkOptions{&name, query.remove_duplicate ? nullptr : kEveryPositionWalk,
-                               scratch.memory()},
-                   collector);
+    walk_positions(
+        root.ptr(),
+        WalkOptions{&name, query.remove_duplicate ? nullptr : kEveryPositionWalk, scratch.memory()},
+        collector);
     module_walk_sizes.remember(root.ptr(), WalkSize{results.size(), results.size()});
     py::object found = results.to_iterator();
     if (!query.memo.is_none() && query.remove_duplicate) {

@@ -81,7 +81,7 @@ def merge_across_ranks(
     return table
 
 
-def _gather(mesh: Any, local: list[tuple[float, ...]]) -> list[list[list[float]]]:
+def _gather(mesh: Any, local: Sequence[tuple[float, ...]]) -> list[list[list[float]]]:
     """Every rank's `local` rows, in rank order: one all-gather over the mesh's ranks."""
     import torch.distributed as dist
 

@@ -9,6 +9,7 @@ walking the model again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -197,7 +198,7 @@ def _records_by_pytorch(
     take that argument is called with its defaults.
     """
 
-    def every_position(method: Callable[..., Iterator[tuple[str, object]]]) -> list:
+    def every_position(method: Callable[..., Iterator[tuple[str, Any]]]) -> list[tuple[str, Any]]:
         try:
             return list(method(remove_duplicate=False))
         except TypeError:
