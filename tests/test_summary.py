@@ -342,6 +342,7 @@ def test_to_dict_and_json() -> None:
         "bytes_by_device",
         "local_params",
         "local_bytes",
+        "bytes_by_file",
     }
     assert set(as_dict["ties"][0]) == {"names", "kind", "nbytes", "overcount_nbytes"}
     assert json.loads(summary.to_json()) == as_dict

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torchwalk as tw
 from helpers.module_trees import assert_same_items, module_trees, run_isolated
 from hypothesis import given
 from torch import nn
+from torchwalk.checkpoint_entries import CheckpointError
 
 
 @given(module_trees())
@@ -84,10 +86,16 @@ def test_a_mapping_lists_its_tensors_in_its_own_order() -> None:
     assert [row.path for row in tree.summary().rows] == ["", "a", "b"]
 
 
-@pytest.mark.parametrize("source", [None, 3, "model", [nn.Linear(1, 1)], torch.zeros(2)])
+@pytest.mark.parametrize("source", [None, 3, [nn.Linear(1, 1)], torch.zeros(2)])
 def test_rejects_what_is_not_a_model(source: object) -> None:
-    with pytest.raises(TypeError, match="expects an nn.Module or a mapping"):
+    with pytest.raises(TypeError, match="expects an nn.Module, a mapping of names to tensors or"):
         tw.walk(source)  # type: ignore[arg-type]
+
+
+def test_a_missing_path_names_itself(tmp_path: Path) -> None:
+    missing = tmp_path / "model"
+    with pytest.raises(CheckpointError, match=f"{missing}: no such file or directory"):
+        tw.walk(missing)
 
 
 @pytest.mark.parametrize(

@@ -187,6 +187,17 @@ void bind_stats(py::module_& m) {
           [](const StatsTable& table, py::iterable rows) { return figures_of(table.merged(rows)); },
           "The figures of several rows' tensors as if concatenated.")
       .def(
+          "grouped",
+          [](const StatsTable& table, py::iterable groups) {
+            StatsTable grouped;
+            for (py::handle group : groups) {
+              grouped.rows.push_back(table.merged(py::reinterpret_borrow<py::iterable>(group)));
+            }
+            return grouped;
+          },
+          "A table with a row per group of rows (a list of row indices), merged as if their "
+          "tensors were concatenated.")
+      .def(
           "total_figures",
           [](const StatsTable& table) { return figures_of(merge_stats(table.rows)); },
           "The figures of all rows' tensors as if concatenated.")

@@ -54,6 +54,7 @@ TensorFacts tensor_facts(PyObject* tensor) {
   TensorFacts facts;
   facts.numel = view.numel();
   facts.itemsize = static_cast<int64_t>(view.itemsize());
+  facts.nbytes = facts.numel * facts.itemsize;
   facts.dtype_code = static_cast<int8_t>(view.scalar_type());
   facts.device_code = device_code_of(view.device());
   facts.requires_grad = view.requires_grad();

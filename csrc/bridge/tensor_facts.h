@@ -17,15 +17,14 @@ struct TensorFacts {
   int64_t span_begin = 0;
   int64_t span_end = 0;
   int64_t numel = 0;
-  int64_t itemsize = 0;
+  int64_t itemsize = 0;  // bytes per element; 0 for dtypes of fewer than 8 bits
+  int64_t nbytes = 0;
   // Hashes of (sizes, dtype) and of (storage offset, sizes, strides, dtype).
   uint64_t shape_hash = 0;
   uint64_t view_hash = 0;
   int8_t dtype_code = 0;    // the c10::ScalarType
-  int16_t device_code = 0;  // device type and index, see device_name
+  int16_t device_code = 0;  // device type and index, see device_name; -1: in a file
   bool requires_grad = false;
-
-  int64_t nbytes() const { return numel * itemsize; }
 };
 
 // Folds `value` into `hash`: boost::hash_combine's recipe, widened to 64

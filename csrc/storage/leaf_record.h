@@ -19,9 +19,13 @@ struct TensorClasses {
   py::handle sharded;  // torch.distributed.tensor.DTensor, or None when not imported
 };
 
+// A leaf is a tensor, or a tensor described by a checkpoint file's header:
+// an entry, a tuple (dtype, shape, nbytes, ...) whose dtype is torch's name
+// for it where torch has one ("torch.bfloat16"), else the file's ("F4").
 struct LeafRecord {
-  py::object name;  // its name in its module
-  py::object tensor;
+  py::object name;    // its name in its module
+  py::object tensor;  // the tensor, or the entry
+  py::object dtype;   // str(tensor.dtype), or the entry's dtype
   // The memory this rank holds: a DTensor's local shard, else the tensor itself.
   py::object local;
   int64_t module = 0;  // the position of the module holding it
@@ -32,9 +36,14 @@ struct LeafRecord {
   // of `local` (where the bytes are).
   TensorFacts facts;
   int64_t local_numel = 0;
+  int64_t local_nbytes = 0;
 
-  // Fills everything but the position fields from `tensor`.
+  // Fills everything but the position fields from a tensor or an entry;
+  // raises TypeError, naming `name`, for anything else.
   void describe(PyObject* tensor, const TensorClasses& classes);
+
+ private:
+  void describe_entry(PyObject* entry);
 };
 
 }  // namespace torchwalk

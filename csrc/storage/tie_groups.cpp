@@ -157,7 +157,7 @@ std::vector<TieGroup> group_ties(const std::vector<LeafRecord>& leaves) {
     group.nbytes = union_size(spans);
     int64_t counted_separately = 0;
     for (int64_t leaf : run) {
-      counted_separately += leaves[static_cast<size_t>(leaf)].facts.nbytes();
+      counted_separately += leaves[static_cast<size_t>(leaf)].facts.nbytes;
     }
     group.overcount_nbytes = std::max<int64_t>(0, counted_separately - group.nbytes);
     groups.push_back(std::move(group));
@@ -191,7 +191,7 @@ StorageFigures unique_storage_figures(const std::vector<LeafRecord>& leaves) {
     auto count_chain = [&]() {
       if (chain.size() == 1) {
         figures.params += facts(chain.front()).numel;
-        figures.bytes += facts(chain.front()).nbytes();
+        figures.bytes += facts(chain.front()).nbytes;
       } else if (!chain.empty()) {
         std::vector<Span> spans = spans_of(leaves, chain);
         int64_t covered = union_size(spans);

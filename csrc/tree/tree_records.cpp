@@ -36,11 +36,11 @@ void add_leaf_figures(SubtreeFigures& figures, const LeafRecord& leaf) {
     figures.uninitialized += leaf.is_buffer ? 0 : 1;
   } else if (leaf.is_buffer) {
     figures.buffers += leaf.facts.numel;
-    figures.buffer_bytes += leaf.facts.nbytes();
+    figures.buffer_bytes += leaf.facts.nbytes;
   } else {
     figures.params += leaf.facts.numel;
     (leaf.facts.requires_grad ? figures.trainable : figures.frozen) += leaf.facts.numel;
-    figures.bytes += leaf.facts.nbytes();
+    figures.bytes += leaf.facts.nbytes;
   }
 }
 
@@ -230,7 +230,7 @@ TreeRecords TreeRecords::from_named(py::handle modules, py::handle parameters, p
   size_t listed_leaves = 0;
   for (int kind : {0, 1}) {
     for (auto& [dotted, tensor] : pairs_of(kind == 0 ? parameters : buffers, "tensor")) {
-      if (!is_tensor(tensor.ptr())) {
+      if (!is_tensor(tensor.ptr()) && !PyTuple_Check(tensor.ptr())) {
         raise_error(PyExc_TypeError,
                     "expected a tensor at '" + dotted + "', got " + Py_TYPE(tensor.ptr())->tp_name);
       }
@@ -508,7 +508,8 @@ py::dict TreeRecords::totals() {
   int64_t params = 0, trainable = 0, frozen = 0, bytes = 0, buffers = 0, buffer_bytes = 0;
   int64_t uninitialized = 0;
   int64_t local_params = 0, local_bytes = 0;  // what this rank holds of sharded parameters
-  std::map<int8_t, std::pair<PyObject*, int64_t>> bytes_by_dtype;  // code -> (a tensor, bytes)
+  // By dtype name, in order of first appearance (a few dtypes: a linear search).
+  std::vector<std::pair<py::object, int64_t>> bytes_by_dtype;
   std::map<int16_t, int64_t> bytes_by_device;
   for (size_t index = 0; index < leaves_.size(); ++index) {
     const LeafRecord& record = leaves_[index];
@@ -522,18 +523,23 @@ py::dict TreeRecords::totals() {
     const TensorFacts& facts = record.facts;
     if (record.is_buffer) {
       buffers += facts.numel;
-      buffer_bytes += facts.nbytes();
+      buffer_bytes += facts.nbytes;
     } else {
       params += facts.numel;
       (facts.requires_grad ? trainable : frozen) += facts.numel;
-      bytes += facts.nbytes();
+      bytes += facts.nbytes;
       local_params += record.local_numel;
-      local_bytes += record.local_numel * facts.itemsize;
+      local_bytes += record.local_nbytes;
     }
-    auto& dtype_entry = bytes_by_dtype[facts.dtype_code];
-    dtype_entry.first = record.tensor.ptr();
-    dtype_entry.second += facts.nbytes();
-    bytes_by_device[facts.device_code] += facts.nbytes();
+    auto same_dtype = [&](const auto& entry) { return entry.first.equal(record.dtype); };
+    auto dtype_entry = std::find_if(bytes_by_dtype.begin(), bytes_by_dtype.end(), same_dtype);
+    if (dtype_entry == bytes_by_dtype.end()) {
+      dtype_entry = bytes_by_dtype.emplace(bytes_by_dtype.end(), record.dtype, 0);
+    }
+    dtype_entry->second += facts.nbytes;
+    if (facts.device_code >= 0) {  // entries of a file are on no device
+      bytes_by_device[facts.device_code] += facts.nbytes;
+    }
   }
   StorageFigures unique = unique_storage_figures(leaves_);
 
@@ -550,12 +556,8 @@ py::dict TreeRecords::totals() {
   totals["local_params"] = local_params;
   totals["local_bytes"] = local_bytes;
   py::dict by_dtype;
-  for (const auto& [code, entry] : bytes_by_dtype) {
-    PyObject* name = dtype_name(code, entry.first);
-    if (name == nullptr) {
-      throw py::error_already_set();
-    }
-    by_dtype[py::reinterpret_steal<py::object>(name)] = entry.second;
+  for (const auto& [name, dtype_bytes] : bytes_by_dtype) {
+    by_dtype[name] = dtype_bytes;
   }
   py::dict by_device;
   for (const auto& [code, device_bytes] : bytes_by_device) {

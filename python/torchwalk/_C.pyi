@@ -121,7 +121,9 @@ def walk_module(
 ) -> TreeRecords | None: ...  # None: the module's own methods must answer (see tree.py)
 def walk_named(
     modules: list[tuple[str, nn.Module]],
-    parameters: list[tuple[str, torch.Tensor]],
+    parameters: list[
+        tuple[str, torch.Tensor | tuple[Any, ...]]
+    ],  # tensors or (dtype, shape, nbytes, ...) entries
     buffers: list[tuple[str, torch.Tensor]],
     sharded_class: type | None = None,
 ) -> TreeRecords: ...
@@ -160,6 +162,8 @@ class StatsTable:
     def figures(self, row: int, /) -> Figures: ...
     def merged_figures(self, rows: Iterable[int], /) -> Figures: ...  # as if concatenated
     def total_figures(self) -> Figures: ...
+    # A row per group of row indices, merged as if concatenated.
+    def grouped(self, groups: Iterable[Iterable[int]], /) -> StatsTable: ...
     def anomalous(self) -> list[int]: ...  # rows with a NaN, an Inf, or only zeros
     def moments(self, rows: Iterable[int], /) -> list[Moments]: ...
     # A copy whose `rows` are merged, in rank order, from per_rank[rank][i],

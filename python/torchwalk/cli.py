@@ -21,6 +21,8 @@ import torch
 
 import torchwalk as tw
 from torchwalk import bench, sources, zoo
+from torchwalk.checkpoint_entries import Checkpoint, CheckpointError
+from torchwalk.checkpoints import describe_error
 from torchwalk.summary_table import human_bytes
 
 USAGE_ERROR = 2
@@ -252,16 +254,28 @@ def _ties(arguments: argparse.Namespace) -> int:
 
 
 def _add_source_argument(parser: argparse.ArgumentParser) -> None:
-    """Add the optional positional ``SOURCE``."""
+    """Add the optional positional ``SOURCE`` and the options of checkpoint paths."""
     parser.add_argument(
         "source",
         nargs="?",
         metavar="SOURCE",
         help=(
             f"a built-in model ({', '.join(zoo.names())}), package.module:callable "
-            "returning an nn.Module, or a checkpoint file (.pt, .pth, .bin, "
-            f".safetensors); default: {sources.DEFAULT_SOURCE}"
+            "returning an nn.Module, or a checkpoint: a file (.safetensors, or .pt, .pth, "
+            ".bin), an index (*.safetensors.index.json, *.bin.index.json), a folder of "
+            "shards, a torch.distributed.checkpoint folder, or a transformers config.json "
+            f"or its folder; default: {sources.DEFAULT_SOURCE}"
         ),
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read a distributed checkpoint's .metadata, which is a pickle (trusted files only)",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run the model code a config names",
     )
 
 
@@ -289,10 +303,15 @@ def _walk(arguments: argparse.Namespace, device: str = "meta") -> tw.ParamTree:
     """
     _make_cwd_importable()
     try:
-        source = sources.load_source(arguments.source, device=device)
-    except sources.SourceError as error:
+        source = sources.load_source(
+            arguments.source,
+            device=device,
+            allow_pickle=arguments.allow_pickle,
+            trust_remote_code=arguments.trust_remote_code,
+        )
+    except (sources.SourceError, CheckpointError) as error:
         raise UsageError(f"{arguments.prog}: error: {error}") from error
-    if isinstance(source, sources.Checkpoint) and source.skipped:
+    if isinstance(source, Checkpoint) and source.skipped:
         print(_skipped_note(source.skipped), file=sys.stderr)
     try:
         return tw.walk(source)
@@ -301,14 +320,8 @@ def _walk(arguments: argparse.Namespace, device: str = "meta") -> tw.ParamTree:
     except RecursionError as error:
         name = sources.DEFAULT_SOURCE if arguments.source is None else arguments.source
         raise UsageError(
-            f"{arguments.prog}: error: cannot walk {name!r}: {_describe(error)}"
+            f"{arguments.prog}: error: cannot walk {name!r}: {describe_error(error)}"
         ) from error
-
-
-def _describe(error: BaseException) -> str:
-    """``error`` as ``Type: first line of its message``, for a one-line report."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _skipped_note(skipped: Sequence[str]) -> str:

@@ -106,8 +106,11 @@ class SummaryRow:
             run carry the run's path (``layers.0-31.mlp``).
         type (str): the module's class name.
         depth (int): the number of path components (root 0).
-        params, trainable, frozen (int): parameter elements of the module and
-            everything below it, each object once; per instance in a run.
+        params (int): parameter elements of the module and everything below
+            it, each object once; per instance in a run.
+        trainable, frozen (int or None): those with and without
+            ``requires_grad``; None for a mapping or a checkpoint, whose
+            tensors carry no such flag.
         bytes (int): ``numel × itemsize`` of those parameters.
         buffers, buffer_bytes (int): the same for buffers.
         uninitialized (int): lazy parameters below (counted in no other figure).
@@ -120,8 +123,8 @@ class SummaryRow:
     type: str
     depth: int
     params: int
-    trainable: int
-    frozen: int
+    trainable: int | None
+    frozen: int | None
     bytes: int
     buffers: int
     buffer_bytes: int
@@ -132,13 +135,17 @@ class SummaryRow:
 
 @dataclass(frozen=True)
 class SummaryTotals:
-    """Figures over the whole tree; the tie groups are in :attr:`Summary.ties`."""
+    """Figures over the whole tree; the tie groups are in :attr:`Summary.ties`.
+
+    ``trainable`` and ``frozen`` are None for a mapping or a checkpoint;
+    ``bytes_by_file`` is filled for a checkpoint read from headers.
+    """
 
     params: int
     params_unique: int
     bytes_unique: int
-    trainable: int
-    frozen: int
+    trainable: int | None
+    frozen: int | None
     uninitialized: int
     bytes: int
     buffers: int
@@ -147,6 +154,7 @@ class SummaryTotals:
     bytes_by_device: dict[str, int]
     local_params: int
     local_bytes: int
+    bytes_by_file: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,11 +183,12 @@ class Summary:
 
     def __str__(self) -> str:
         header, body = _table_cells(self.rows)
+        figure_columns = _figure_columns(header)
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
         # Names, types and tied names align left, figures right.
         lines = [
             "  ".join(
-                cell.ljust(width) if _is_text_column(column) else cell.rjust(width)
+                cell.rjust(width) if column in figure_columns else cell.ljust(width)
                 for column, (cell, width) in enumerate(zip(line, widths, strict=True))
             ).rstrip()
             for line in [header, *body]
@@ -189,11 +198,12 @@ class Summary:
 
     def _repr_html_(self) -> str:
         header, body = _table_cells(self.rows)
+        figure_columns = _figure_columns(header)
         head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
         rows = "".join(
             "<tr>"
             + "".join(
-                f'<td style="text-align:{"left" if _is_text_column(column) else "right"}">'
+                f'<td style="text-align:{"right" if column in figure_columns else "left"}">'
                 f"{html.escape(cell).replace(' ', '&nbsp;') if column == 0 else html.escape(cell)}"
                 "</td>"
                 for column, cell in enumerate(line)
@@ -206,17 +216,21 @@ class Summary:
 
 
 _MOST_TIED_SHOWN = 3
-_FIGURE_COLUMNS = range(2, 7)
+_FIGURE_HEADERS = ("Params", "Trainable", "Bytes", "Buffers", "Buffer bytes")
 
 
-def _is_text_column(column: int) -> bool:
-    return column not in _FIGURE_COLUMNS
+def _figure_columns(header: list[str]) -> set[int]:
+    """The columns of figures, aligned right."""
+    return {column for column, title in enumerate(header) if title in _FIGURE_HEADERS}
 
 
 def _table_cells(rows: list[SummaryRow]) -> tuple[list[str], list[list[str]]]:
     """The header and the text cells of each row."""
     show_tied = any(row.tied for row in rows)
+    show_trainable = all(row.trainable is not None for row in rows)
     header = ["Module", "Type", "Params", "Trainable", "Bytes", "Buffers", "Buffer bytes"]
+    if not show_trainable:
+        header.remove("Trainable")
     if show_tied:
         header.append("Tied")
     body = []
@@ -226,7 +240,7 @@ def _table_cells(rows: list[SummaryRow]) -> tuple[list[str], list[list[str]]]:
             module,
             f"{row.repeat} × {row.type}" if row.repeat > 1 else row.type,
             human_count(row.params),
-            human_count(row.trainable),
+            *([human_count(row.trainable)] if row.trainable is not None else []),
             human_bytes(row.bytes),
             human_count(row.buffers),
             human_bytes(row.buffer_bytes),
@@ -247,9 +261,13 @@ def _tied_cell(row: SummaryRow) -> str:
 
 def _totals_lines(summary: Summary) -> list[str]:
     totals = summary.totals
+    params = f"Params: {human_count(totals.params)} ({totals.params:,})"
+    if totals.trainable is not None and totals.frozen is not None:
+        params += (
+            f", trainable {human_count(totals.trainable)}, frozen {human_count(totals.frozen)}"
+        )
     lines = [
-        f"Params: {human_count(totals.params)} ({totals.params:,}), trainable "
-        f"{human_count(totals.trainable)}, frozen {human_count(totals.frozen)}",
+        params,
         f"Memory: {human_bytes(totals.bytes)} params, {human_bytes(totals.buffer_bytes)} buffers "
         f"({human_count(totals.buffers)} buffer elements)",
         f"Unique storage: {human_count(totals.params_unique)} params, "
@@ -265,6 +283,7 @@ def _totals_lines(summary: Summary) -> list[str]:
     for title, by_key in (
         ("By dtype", totals.bytes_by_dtype),
         ("By device", totals.bytes_by_device),
+        ("By file", totals.bytes_by_file),
     ):
         if by_key:
             parts = ", ".join(f"{key} {human_bytes(nbytes)}" for key, nbytes in by_key.items())
@@ -342,9 +361,10 @@ def _join(path: str, component: str) -> str:
 class _RowBuilder:
     """Rows in walk order, and the map from concrete module paths to row paths."""
 
-    def __init__(self, records: Records, depth: int | None) -> None:
+    def __init__(self, records: Records, depth: int | None, modules: bool) -> None:
         self.records = records
         self.depth = depth
+        self.modules = modules
         self.rows: list[SummaryRow] = []
         self.row_of_path: dict[str, SummaryRow] = {}
         # For the parent row path of each collapsed run: (first index, last index, label).
@@ -378,8 +398,8 @@ class _RowBuilder:
             type=self.records.module_type(position),
             depth=self.records.module_depth(position),
             params=params,
-            trainable=trainable,
-            frozen=frozen,
+            trainable=trainable if self.modules else None,
+            frozen=frozen if self.modules else None,
             bytes=nbytes,
             buffers=buffers,
             buffer_bytes=buffer_bytes,
@@ -424,13 +444,23 @@ class _RowBuilder:
                             row.tied.append(name)
 
 
-def summarize(records: Records, depth: int | None = None) -> Summary:
+def summarize(
+    records: Records,
+    depth: int | None = None,
+    *,
+    modules: bool = True,
+    bytes_by_file: dict[str, int] | None = None,
+) -> Summary:
     """Summarize the records of one walk.
 
     Args:
         records (Records): the records of a walk, e.g. ``_C.walk_module(model, True)``.
         depth (int, optional): the deepest module depth with a row (the root
             is 0, ``1`` adds its children). Default: ``None``, every module.
+        modules (bool): the records are of a module, whose tensors say
+            whether they are trainable; else (a mapping, a checkpoint)
+            ``trainable`` and ``frozen`` are None. Default: ``True``.
+        bytes_by_file (dict, optional): a checkpoint's bytes per file, for the totals.
 
     Returns:
         Summary: the rows in walk order, the totals and the tie groups.
@@ -444,7 +474,7 @@ def summarize(records: Records, depth: int | None = None) -> Summary:
         TieGroup(list(names), kind, nbytes, over)
         for names, kind, nbytes, over in records.tie_groups()
     ]
-    builder = _RowBuilder(records, depth)
+    builder = _RowBuilder(records, depth, modules)
     builder.build()
     builder.mark_ties(ties)
     figures = records.totals()
@@ -452,8 +482,8 @@ def summarize(records: Records, depth: int | None = None) -> Summary:
         params=int(figures["params"]),
         params_unique=int(figures["params_unique"]),
         bytes_unique=int(figures["bytes_unique"]),
-        trainable=int(figures["trainable"]),
-        frozen=int(figures["frozen"]),
+        trainable=int(figures["trainable"]) if modules else None,
+        frozen=int(figures["frozen"]) if modules else None,
         uninitialized=int(figures["uninitialized"]),
         bytes=int(figures["bytes"]),
         buffers=int(figures["buffers"]),
@@ -462,5 +492,6 @@ def summarize(records: Records, depth: int | None = None) -> Summary:
         bytes_by_device=dict(figures["bytes_by_device"]),
         local_params=int(figures["local_params"]),
         local_bytes=int(figures["local_bytes"]),
+        bytes_by_file=dict(bytes_by_file or {}),
     )
     return Summary(builder.rows, totals, ties)

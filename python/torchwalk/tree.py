@@ -8,6 +8,7 @@ walking the model again.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -15,6 +16,9 @@ import torch
 from torch import nn
 
 from torchwalk import _C
+from torchwalk.checkpoint_entries import Checkpoint, TensorEntry
+from torchwalk.checkpoint_stats import checkpoint_stats
+from torchwalk.checkpoints import is_path, open_checkpoint
 from torchwalk.drawing import render_records
 from torchwalk.dropin import named_parameters
 from torchwalk.sharded import sharded_tensor_class
@@ -22,8 +26,9 @@ from torchwalk.summary_table import Summary, summarize
 from torchwalk.tie_groups import TieGroup
 from torchwalk.value_stats import Stats, stats_of_members
 
-Source = nn.Module | Mapping[str, torch.Tensor]
-"""What :func:`walk` accepts: a module, or dotted names mapped to tensors (a state dict)."""
+Source = nn.Module | Mapping[str, torch.Tensor | TensorEntry] | str | os.PathLike[str]
+"""What :func:`walk` accepts: a module, dotted names mapped to tensors (a state
+dict), or the path of a checkpoint (see :mod:`torchwalk.checkpoints`)."""
 
 
 class ParamTree:
@@ -34,8 +39,12 @@ class ParamTree:
     to the modules and tensors it saw.
     """
 
-    def __init__(self, records: _C.TreeRecords) -> None:
+    def __init__(
+        self, records: _C.TreeRecords, *, modules: bool = True, checkpoint: Checkpoint | None = None
+    ) -> None:
         self._records = records
+        self._modules = modules  # walked from a module: its tensors know requires_grad
+        self._checkpoint = checkpoint
         self._by_name: dict[str, torch.Tensor | nn.Module] | None = None
 
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -102,7 +111,12 @@ class ParamTree:
 
     def summary(self, depth: int | None = None) -> Summary:
         """The structural summary: rows down to ``depth`` (root 0; None: all)."""
-        return summarize(self._records, depth)
+        return summarize(
+            self._records,
+            depth,
+            modules=self._modules,
+            bytes_by_file=self._checkpoint.bytes_by_file() if self._checkpoint else None,
+        )
 
     def stats(
         self,
@@ -124,8 +138,17 @@ class ParamTree:
 
         Returns:
             Stats: a row per parameter object (named as ``named_parameters()``
-            names it; lazy ones left out), then per buffer.
+            names it; lazy ones left out), then per buffer. For a checkpoint
+            opened from a path, a row per tensor, read from its files in
+            chunks with memory bounded by a constant.
+
+        Raises:
+            ValueError: if ``grads`` is asked of a checkpoint (it holds none).
         """
+        if self._checkpoint is not None:
+            if grads:
+                raise ValueError("a checkpoint holds no gradients: grads=True needs a module")
+            return checkpoint_stats(self._checkpoint, progress=progress)
         return stats_of_members(
             self.named_parameters(),
             self.named_buffers() if buffers else [],
@@ -147,7 +170,13 @@ class ParamTree:
         )
 
 
-def walk(source: Source, *, buffers: bool = True) -> ParamTree:
+def walk(
+    source: Source,
+    *,
+    buffers: bool = True,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> ParamTree:
     """Walk a module tree once and keep a :class:`ParamTree` snapshot of it.
 
     Args:
@@ -156,20 +185,36 @@ def walk(source: Source, *, buffers: bool = True) -> ParamTree:
             hierarchy comes from the dots. A mapping's tensors all count as
             parameters.
         buffers (bool): also walk buffers. Default: ``True``.
+        allow_pickle (bool): for a distributed checkpoint's path: read its
+            ``.metadata``, a pickle. Default: ``False``.
+        trust_remote_code (bool): for a transformers config's path: let
+            transformers run the model code it names. Default: ``False``.
 
     Returns:
         ParamTree: the snapshot.
 
     Raises:
-        TypeError: if ``source`` is neither, or a mapping holds a non-tensor
-            or a non-str key.
+        TypeError: if ``source`` is none of these, or a mapping holds a
+            non-tensor or a non-str key.
+        CheckpointError: if a path holds no readable checkpoint; the message
+            names the file and the fault.
         RecursionError: if the module graph has a cycle.
+
+    A path is read from headers only (``.safetensors`` headers, a distributed
+    checkpoint's metadata; ``torch.save`` files are memory-mapped): no tensor
+    data is read until :meth:`ParamTree.stats` asks for it.
 
     Sharded parameters (DTensor, as FSDP2's ``fully_shard`` makes them) count
     as the global tensors they stand for; ties look at the local shards'
     storage, and the totals add what the calling rank holds
     (``local_params``, ``local_bytes``).
     """
+    if is_path(source):
+        source = open_checkpoint(
+            source,  # type: ignore[arg-type]
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+        )
     sharded_class = sharded_tensor_class()
     if isinstance(source, nn.Module):
         records = _C.walk_module(source, buffers, sharded_class)
@@ -177,10 +222,12 @@ def walk(source: Source, *, buffers: bool = True) -> ParamTree:
             records = _records_by_pytorch(source, buffers, sharded_class)
         return ParamTree(records)
     if isinstance(source, Mapping):
-        return ParamTree(_C.walk_named([], list(source.items()), [], sharded_class))
+        records = _C.walk_named([], list(source.items()), [], sharded_class)
+        checkpoint = source if isinstance(source, Checkpoint) else None
+        return ParamTree(records, modules=False, checkpoint=checkpoint)
     raise TypeError(
-        "torchwalk.walk() expects an nn.Module or a mapping of names to tensors, "
-        f"got {type(source).__name__}"
+        "torchwalk.walk() expects an nn.Module, a mapping of names to tensors or a "
+        f"checkpoint's path, got {type(source).__name__}"
     )
 
 
@@ -212,32 +259,36 @@ def _records_by_pytorch(
     )
 
 
-def ties(source: Source) -> list[TieGroup]:
-    """``walk(source).ties()``."""
-    return walk(source).ties()
+def ties(source: Source, **open_options: bool) -> list[TieGroup]:
+    """``walk(source).ties()``; ``open_options`` are :func:`walk`'s for paths."""
+    return walk(source, **open_options).ties()
 
 
-def summary(source: Source, depth: int | None = None) -> Summary:
-    """``walk(source).summary(depth)``."""
-    return walk(source).summary(depth)
+def summary(source: Source, depth: int | None = None, **open_options: bool) -> Summary:
+    """``walk(source).summary(depth)``; ``open_options`` are :func:`walk`'s for paths."""
+    return walk(source, **open_options).summary(depth)
 
 
-def stats(source: Source, grads: bool = False) -> Stats:
-    """``walk(source, buffers=False).stats(grads)``.
+def stats(source: Source, grads: bool = False, **open_options: bool) -> Stats:
+    """``walk(source, buffers=False).stats(grads)``; ``open_options`` are :func:`walk`'s.
 
     A module's parameters are found by :func:`torchwalk.named_parameters`
     directly: the statistics need no snapshot.
     """
     if isinstance(source, nn.Module):
         return stats_of_members(named_parameters(source), [], grads=grads)
-    return walk(source, buffers=False).stats(grads=grads)
+    return walk(source, buffers=False, **open_options).stats(grads=grads)
 
 
 def render(
-    source: Source, name: str | None = None, depth: int | None = None, ascii: bool = False
+    source: Source,
+    name: str | None = None,
+    depth: int | None = None,
+    ascii: bool = False,
+    **open_options: bool,
 ) -> str:
-    """``walk(source).render(name, depth, ascii)``."""
-    return walk(source).render(name=name, depth=depth, ascii=ascii)
+    """``walk(source).render(name, depth, ascii)``; ``open_options`` are :func:`walk`'s."""
+    return walk(source, **open_options).render(name=name, depth=depth, ascii=ascii)
 
 
 __all__ = ["ParamTree", "Source", "TieGroup", "render", "stats", "summary", "ties", "walk"]

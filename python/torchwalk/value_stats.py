@@ -84,11 +84,19 @@ class Stats:
     notebooks.
     """
 
-    def __init__(self, names: Sequence[str], table: _C.StatsTable) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        table: _C.StatsTable,
+        total_rows: Sequence[int] | None = None,
+    ) -> None:
         if len(names) != len(table):
             raise ValueError(f"{len(names)} names for {len(table)} rows of statistics")
         self._names = list(names)
         self._table = table
+        # The rows the total covers (None: all): a checkpoint's rows of dtypes
+        # torch cannot read hold counts alone, which would void the total.
+        self._total_rows = total_rows
         self._rows: list[TensorStats] | None = None
         self._total: TensorStats | None = None
 
@@ -104,7 +112,12 @@ class Stats:
         """All rows as if their tensors were concatenated, named ``"total"``;
         ``total.l2`` is ``torch.nn.utils.get_total_norm`` of the tensors."""
         if self._total is None:
-            self._total = TensorStats("total", *self._table.total_figures())
+            figures = (
+                self._table.total_figures()
+                if self._total_rows is None
+                else self._table.merged_figures(self._total_rows)
+            )
+            self._total = TensorStats("total", *figures)
         return self._total
 
     def _row(self, index: int) -> TensorStats:
