@@ -20,7 +20,7 @@ import torch
 import torchwalk as tw
 from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
-from torchwalk import zoo
+from torchwalk.gc_pause import gc_paused
 
 MODEL = "tied-pairs-8k"
 FUNCTION = "ties"
@@ -31,7 +31,7 @@ TIED_PAIRS = 8000
 @pytest.fixture(scope="module")
 def tied_linears() -> nn.ModuleList:
     """``2 * TIED_PAIRS`` ``nn.Linear(8, 8)`` on meta; Linear 2k+1's weight is Linear 2k's."""
-    with zoo.gc_paused(), torch.device("meta"):
+    with gc_paused(), torch.device("meta"):
         linears = nn.ModuleList(nn.Linear(8, 8) for _ in range(2 * TIED_PAIRS))
     for index in range(0, len(linears), 2):
         linears[index + 1].weight = linears[index].weight

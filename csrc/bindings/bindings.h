@@ -19,4 +19,7 @@ void set_lazy_tensor_class(pybind11::handle lazy_class);
 // stats.cpp: StatsTable and the statistics calls.
 void bind_stats(pybind11::module_& m);
 
+// checkpoints.cpp: reading checkpoint files' headers.
+void bind_checkpoints(pybind11::module_& m);
+
 }  // namespace torchwalk

@@ -32,4 +32,5 @@ PYBIND11_MODULE(_C, m) {
   add_drop_in_type(m.ptr());
   bind_records(m);
   bind_stats(m);
+  bind_checkpoints(m);
 }

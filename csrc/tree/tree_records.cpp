@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -21,14 +22,13 @@
 namespace torchwalk {
 namespace {
 
-// The UTF-8 text of a str (of a subclass too), NULs included.
-std::string utf8(PyObject* str) {
-  Py_ssize_t size = 0;
-  const char* text = PyUnicode_AsUTF8AndSize(str, &size);
+// The UTF-8 text of a str (of a subclass too), NULs included; owned by the str.
+const char* checked_utf8(PyObject* str, Py_ssize_t* size) {
+  const char* text = PyUnicode_AsUTF8AndSize(str, size);
   if (text == nullptr) {
     raise_python_error();
   }
-  return std::string(text, static_cast<size_t>(size));
+  return text;
 }
 
 void add_leaf_figures(SubtreeFigures& figures, const LeafRecord& leaf) {
@@ -171,80 +171,99 @@ TreeRecords TreeRecords::from_named(py::handle modules, py::handle parameters, p
   // The hierarchy the dots imply, children and leaves in order of first
   // appearance (the modules' names first); positions are then given in
   // pre-order.
+  // Text is viewed, not copied, in the names' own UTF-8 buffers: the lists
+  // hold the names for the whole call (a checkpoint has tens of thousands).
   struct Node {
-    std::string name;
+    std::string_view name;
     py::object module = py::none();  // the first module at this path, if any
     std::vector<size_t> children;
-    std::unordered_map<std::string, size_t> child_by_name;
+    std::unordered_map<std::string_view, size_t> child_by_name;
     // Parameters, then buffers: (name, tensor, place in the source's listing).
-    std::vector<std::tuple<std::string, py::object, size_t>> leaves[2];
+    std::vector<std::tuple<std::string_view, PyObject*, size_t>> leaves[2];
   };
   std::vector<Node> nodes(1);
   // The node of a dotted name (made with its ancestors where missing), and
   // the leaf name after its last dot; a module's name is all node.
-  auto place = [&](const std::string& dotted, bool is_module) {
+  auto place = [&](std::string_view dotted, bool is_module) {
     size_t node = 0;
-    auto descend = [&](std::string part) {
+    auto descend = [&](std::string_view part) {
       auto [found, added] = nodes[node].child_by_name.emplace(part, nodes.size());
       size_t child = found->second;
       if (added) {
         nodes[node].children.push_back(child);
-        nodes.push_back(Node{std::move(part)});
+        nodes.push_back(Node{part});
       }
       node = child;
     };
     size_t start = 0;
-    for (size_t dot = dotted.find('.'); dot != std::string::npos; dot = dotted.find('.', start)) {
+    for (size_t dot = dotted.find('.'); dot != std::string_view::npos;
+         dot = dotted.find('.', start)) {
       descend(dotted.substr(start, dot - start));
       start = dot + 1;
     }
-    std::string last = dotted.substr(start);
+    std::string_view last = dotted.substr(start);
     if (is_module && !dotted.empty()) {
-      descend(std::move(last));
-      last.clear();
+      descend(last);
+      last = {};
     }
-    return std::pair{node, std::move(last)};
+    return std::pair{node, last};
   };
-  // The (name, object) pairs of a list, names checked.
+  // The (name, object) pairs of a list (borrowed), names checked.
   auto pairs_of = [](py::handle list, const char* what) {
-    std::vector<std::pair<std::string, py::object>> found;
-    for (py::handle item : list) {
-      auto pair = py::reinterpret_borrow<py::tuple>(item);
-      PyObject* name = pair[0].ptr();
+    if (!PyList_Check(list.ptr())) {
+      raise_error(PyExc_TypeError, std::string(what) + "s must come as a list of pairs");
+    }
+    std::vector<std::pair<std::string_view, PyObject*>> found;
+    found.reserve(static_cast<size_t>(PyList_GET_SIZE(list.ptr())));
+    for (Py_ssize_t index = 0; index < PyList_GET_SIZE(list.ptr()); ++index) {
+      PyObject* pair = PyList_GET_ITEM(list.ptr(), index);
+      if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        raise_error(PyExc_TypeError, std::string(what) + "s must come as (name, object) pairs");
+      }
+      PyObject* name = PyTuple_GET_ITEM(pair, 0);
       if (!PyUnicode_Check(name)) {
         raise_error(PyExc_TypeError,
                     std::string(what) + " names must be str, got " + Py_TYPE(name)->tp_name);
       }
-      found.emplace_back(utf8(name), pair[1]);
+      Py_ssize_t size = 0;
+      const char* text = checked_utf8(name, &size);
+      found.emplace_back(std::string_view(text, static_cast<size_t>(size)),
+                         PyTuple_GET_ITEM(pair, 1));
     }
     return found;
   };
   std::vector<size_t> listed_nodes;  // the node of each module pair, in order
-  for (auto& [path, module] : pairs_of(modules, "module")) {
+  for (auto [path, module] : pairs_of(modules, "module")) {
     listed_nodes.push_back(place(path, true).first);
     Node& node = nodes[listed_nodes.back()];
     if (node.module.is_none()) {
-      node.module = std::move(module);
+      node.module = py::reinterpret_borrow<py::object>(module);
     }
   }
   size_t listed_leaves = 0;
   for (int kind : {0, 1}) {
-    for (auto& [dotted, tensor] : pairs_of(kind == 0 ? parameters : buffers, "tensor")) {
-      if (!is_tensor(tensor.ptr()) && !PyTuple_Check(tensor.ptr())) {
-        raise_error(PyExc_TypeError,
-                    "expected a tensor at '" + dotted + "', got " + Py_TYPE(tensor.ptr())->tp_name);
+    for (auto [dotted, tensor] : pairs_of(kind == 0 ? parameters : buffers, "tensor")) {
+      if (!PyTuple_Check(tensor) && !is_tensor(tensor)) {
+        raise_error(PyExc_TypeError, "expected a tensor at '" + std::string(dotted) + "', got " +
+                                         Py_TYPE(tensor)->tp_name);
       }
       auto [node, name] = place(dotted, false);
-      nodes[node].leaves[kind].emplace_back(std::move(name), std::move(tensor), listed_leaves++);
+      nodes[node].leaves[kind].emplace_back(name, tensor, listed_leaves++);
     }
   }
 
   TreeRecords records;
   records.listed_leaves_.resize(listed_leaves);
   std::vector<int64_t> position_of_node(nodes.size());
-  auto make_str = [](const std::string& text) {
-    return py::reinterpret_steal<py::object>(
-        checked(PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict")));
+  // One str per distinct name ("weight", "0", "mlp" recur thousands of times).
+  std::unordered_map<std::string_view, py::object> strs;
+  auto make_str = [&](std::string_view text) {
+    auto [found, added] = strs.try_emplace(text);
+    if (added) {
+      found->second = py::reinterpret_steal<py::object>(checked(
+          PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "strict")));
+    }
+    return found->second;
   };
   struct Frame {
     size_t node;
@@ -282,7 +301,7 @@ TreeRecords TreeRecords::from_named(py::handle modules, py::handle parameters, p
         leaf.name = make_str(name);
         leaf.module = position;
         leaf.is_buffer = kind == 1;
-        leaf.describe(tensor.ptr(), classes);
+        leaf.describe(tensor, classes);
         records.leaves_.push_back(std::move(leaf));
       }
     }

@@ -178,3 +178,18 @@ class StatsTable:
 # for every tensor). All but "kernels" are for tests and benchmarks.
 def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> StatsTable: ...
 def stats_paths() -> list[str]: ...  # the paths this machine can take
+
+# --- Checkpoint headers (csrc/checkpoint/). ----------------------------------
+
+# The (name, entry_type(dtype key, shape, nbytes, path, offset)) pairs of a
+# parsed .safetensors header (without "__metadata__"), sorted by name;
+# dtypes maps the format's dtype names to (bits per element, dtype key).
+# Raises ValueError saying what is wrong with the header.
+def safetensors_entries(
+    header: dict[str, Any],
+    path: str,
+    data_start: int,
+    data_size: int,
+    dtypes: dict[str, tuple[int, str]],
+    entry_type: Any,
+) -> list[tuple[str, Any]]: ...

@@ -28,6 +28,7 @@ from torch import nn
 
 import torchwalk as tw
 from torchwalk import zoo
+from torchwalk.gc_pause import gc_paused
 
 MIN_SAMPLES = 15
 """The fewest samples taken of each call, however long it runs (on a shared
@@ -185,7 +186,7 @@ def run(
         # Paused for the whole model, not only while timing: with DeepSeek-V3's
         # million objects alive, each full collection between samples would
         # take most of a second. Neither the models nor the calls make cycles.
-        with zoo.gc_paused():
+        with gc_paused():
             start = time.perf_counter()
             model = _module_of(name)
             build_seconds[name] = time.perf_counter() - start
@@ -357,7 +358,7 @@ def _calibrated_loops(call: Callable[[], object], min_sample_s: float) -> int:
 
 def _seconds_per_call(call: Callable[[], object], loops: int) -> float:
     """Mean seconds per call over ``loops`` calls, with the garbage collector paused."""
-    with zoo.gc_paused():
+    with gc_paused():
         start = time.perf_counter()
         for _ in range(loops):
             call()

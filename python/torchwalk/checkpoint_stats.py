@@ -1,10 +1,11 @@
 """Value statistics of a checkpoint's tensors, read from its files in chunks.
 
 Memory stays bounded by :data:`CHUNK_BYTES`, whatever the size of a shard or
-of a tensor: each file is read front to back into one reusable buffer, each
-tensor cut into pieces of whole elements that fit in it; a full buffer goes
-to the kernels at once (``_C.tensor_stats``), and the pieces of a tensor are
-merged at the end exactly as if they were one tensor (the moments merge).
+of a tensor: each file is mapped one window at a time, front to back, and
+unmapped once the kernels (``_C.tensor_stats``) have read the tensors in it,
+all at once; a tensor larger than a window is cut into pieces of whole
+elements, which are merged at the end exactly as if they were one tensor
+(the moments merge). Nothing is copied: the kernels read the page cache.
 
 Tensors whose dtype torch lacks (``F4``, ``F6_E2M3``, ...) are not read:
 their rows hold the element count alone, as a meta tensor's do, and the
@@ -13,6 +14,7 @@ total leaves them out.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable
 
@@ -22,10 +24,8 @@ from torchwalk import _C
 from torchwalk.checkpoint_entries import Checkpoint, CheckpointError, TensorEntry
 from torchwalk.value_stats import Stats
 
-CHUNK_BYTES = 32 * 1024**2
-"""The buffer a checkpoint's data is read into, and so the most a read holds at once."""
-
-_ALIGNMENT = 64  # each piece starts on a cache line, as the kernels' loads prefer
+CHUNK_BYTES = 64 * 1024**2
+"""The most of a file mapped at once (a window)."""
 
 _TORCH_DTYPES = {
     str(dtype): dtype
@@ -42,7 +42,7 @@ def checkpoint_stats(
     Args:
         checkpoint (Checkpoint): what :func:`torchwalk.checkpoints.open_checkpoint` gave.
         progress (callable, optional): called with the bytes read after each
-            buffer of data.
+            window of a file.
 
     Returns:
         Stats: a row per tensor, named by its key.
@@ -74,17 +74,13 @@ def checkpoint_stats(
 
 
 class _ChunkReader:
-    """Pieces of tensors gathered in one buffer, handed to the kernels whenever it is full."""
+    """Windows of a file mapped one at a time, their tensors handed to the kernels at once."""
 
     def __init__(self, progress: Callable[[int], None] | None) -> None:
-        self.buffer = bytearray(CHUNK_BYTES)
-        self.view = memoryview(self.buffer)
-        self.used = 0
-        self.pending: list[torch.Tensor] = []  # pieces read, not yet described
+        self.pending: list[torch.Tensor] = []  # pieces to describe, in the current window
         self.owners: list[int] = []  # the tensor each piece belongs to, pending and done
         self.tables: list[_C.StatsTable] = []
         self.progress = progress
-        self.bytes_read = 0
 
     def add_tensor(self, index: int, tensor: torch.Tensor) -> None:
         self.pending.append(tensor)
@@ -93,64 +89,78 @@ class _ChunkReader:
     def read_file(self, path: str, entries: list[tuple[int, TensorEntry]]) -> list[int]:
         """Read the entries of one file (in offset order); returns those torch cannot read."""
         unreadable = []
+        pieces: list[tuple[int, torch.dtype, int, int]] = []  # (tensor, dtype, offset, count)
+        for index, entry in entries:
+            dtype = _TORCH_DTYPES.get(entry.dtype)
+            numel = torch.Size(entry.shape).numel()
+            if dtype is None or dtype.itemsize * numel != entry.nbytes:
+                # Nothing torch can read: the row counts the elements.
+                self.add_tensor(index, torch.empty(numel, device="meta"))
+                unreadable.append(index)
+            elif numel == 0:
+                self.add_tensor(index, torch.empty(0, dtype=dtype))
+            else:
+                per_piece = max(1, CHUNK_BYTES // dtype.itemsize)
+                for first in range(0, numel, per_piece):
+                    count = min(per_piece, numel - first)
+                    pieces.append((index, dtype, entry.offset + first * dtype.itemsize, count))
+        self._describe_pending()
         try:
-            descriptor = os.open(path, os.O_RDONLY)
+            with open(path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                window: list[tuple[int, torch.dtype, int, int]] = []
+                for piece in pieces:
+                    _, dtype, offset, count = piece
+                    if offset + count * dtype.itemsize > size:
+                        raise CheckpointError(
+                            path,
+                            f"truncated: {size:,} bytes, where its header places data up to "
+                            f"byte {offset + count * dtype.itemsize:,}",
+                        )
+                    if window and _end(piece) - window[0][2] > CHUNK_BYTES:
+                        self._read_window(file.fileno(), window)
+                        window = []
+                    window.append(piece)
+                if window:
+                    self._read_window(file.fileno(), window)
         except OSError as error:
             raise CheckpointError(path, error.strerror or str(error)) from None
-        try:
-            for index, entry in entries:
-                dtype = _TORCH_DTYPES.get(entry.dtype)
-                numel = torch.Size(entry.shape).numel()
-                if dtype is None or dtype.itemsize * numel != entry.nbytes:
-                    # Nothing torch can read: the row counts the elements.
-                    self.add_tensor(index, torch.empty(numel, device="meta"))
-                    unreadable.append(index)
-                else:
-                    self._read(descriptor, path, index, entry.offset, dtype, numel)
-        finally:
-            os.close(descriptor)
         return unreadable
 
-    def _read(
-        self, descriptor: int, path: str, index: int, position: int, dtype: torch.dtype, numel: int
+    def _read_window(
+        self, descriptor: int, window: list[tuple[int, torch.dtype, int, int]]
     ) -> None:
-        """Read one tensor into the buffer, in pieces where it does not fit."""
-        if numel == 0:
-            self.add_tensor(index, torch.empty(0, dtype=dtype))
-            return
-        remaining = numel
-        while remaining:
-            start = -(-self.used // _ALIGNMENT) * _ALIGNMENT
-            count = min(remaining, max(0, CHUNK_BYTES - start) // dtype.itemsize)
-            if count == 0:
-                self._describe_pending()
-                continue
-            nbytes = count * dtype.itemsize
-            try:
-                got = os.preadv(descriptor, [self.view[start : start + nbytes]], position)
-            except OSError as error:
-                raise CheckpointError(path, error.strerror or str(error)) from None
-            if got != nbytes:
-                raise CheckpointError(
-                    path,
-                    f"truncated: tensor data ends at byte {position + got:,}, "
-                    f"its header says {position + nbytes:,}",
+        """Map the bytes of ``window``'s pieces, describe them, unmap them.
+
+        Mapped, not copied: the kernels read the page cache in place. Private
+        and writable only because torch.frombuffer wants a writable buffer;
+        nothing writes to it.
+        """
+        begin = window[0][2] // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+        length = _end(window[-1]) - begin
+        mapped = mmap.mmap(
+            descriptor,
+            length,
+            flags=mmap.MAP_PRIVATE,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=begin,
+        )
+        try:
+            for index, dtype, offset, count in window:
+                self.add_tensor(
+                    index, torch.frombuffer(mapped, dtype=dtype, count=count, offset=offset - begin)
                 )
-            piece = torch.frombuffer(self.buffer, dtype=dtype, count=count, offset=start)
-            self.add_tensor(index, piece)
-            self.used = start + nbytes
-            position += nbytes
-            remaining -= count
+            self._describe_pending()
+        finally:
+            self.pending = []
+            mapped.close()  # the pieces are gone: nothing exports the mapping any more
+        if self.progress is not None:
+            self.progress(length)
 
     def _describe_pending(self) -> None:
         if self.pending:
             self.tables.append(_C.tensor_stats(self.pending))
-            read = sum(piece.nbytes for piece in self.pending if piece.device.type != "meta")
-            self.pending = []  # the pieces view the buffer, which is reused from here on
-            self.bytes_read += read
-            if self.progress is not None:
-                self.progress(read)
-        self.used = 0
+            self.pending = []
 
     def finish(self, count: int) -> _C.StatsTable:
         """One row per tensor, in the checkpoint's order."""
@@ -159,6 +169,11 @@ class _ChunkReader:
         for row, owner in enumerate(self.owners):
             pieces[owner].append(row)
         return _C.StatsTable.concatenated(self.tables).grouped(pieces)
+
+
+def _end(piece: tuple[int, torch.dtype, int, int]) -> int:
+    _, dtype, offset, count = piece
+    return offset + count * dtype.itemsize
 
 
 __all__ = ["CHUNK_BYTES", "checkpoint_stats"]

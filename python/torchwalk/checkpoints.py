@@ -132,7 +132,7 @@ def _open_safetensors(path: str, shards: list[str]) -> Checkpoint:
     """The tensors of ``.safetensors`` shards, each name in one shard only."""
     entries: dict[str, TensorEntry] = {}
     for shard in shards:
-        for name, entry in sorted(read_header(shard).entries.items()):
+        for name, entry in read_header(shard).entries.items():
             if name in entries:
                 raise CheckpointError(
                     shard, f"holds {name!r}, which {entries[name].file} holds too"
@@ -160,16 +160,22 @@ def _open_index(path: str) -> Checkpoint:
             held[shard] = dict(_open_torch_file(shard_path))
     tensors: dict[str, torch.Tensor | TensorEntry] = {}
     for name, shard in weight_map.items():
-        if name not in held[shard]:
+        in_shard = held[shard]
+        if name not in in_shard:
             raise CheckpointError(shards[shard], f"lacks {name!r}, which {path} places there")
-        tensors[name] = held[shard][name]
-    for shard, names in held.items():
-        for name in names:
-            if weight_map.get(name) != shard:
-                where = (
-                    f"places it in {weight_map[name]}" if name in weight_map else "does not name it"
-                )
-                raise CheckpointError(shards[shard], f"holds {name!r}, but {path} {where}")
+        tensors[name] = in_shard[name]
+    # Each name the index places was found where it says; with as many
+    # tensors in the shards as names in the index, there is no other.
+    if sum(len(names) for names in held.values()) != len(weight_map):
+        for shard, names in held.items():
+            for name in names:
+                if weight_map.get(name) != shard:
+                    where = (
+                        f"places it in {weight_map[name]}"
+                        if name in weight_map
+                        else "does not name it"
+                    )
+                    raise CheckpointError(shards[shard], f"holds {name!r}, but {path} {where}")
     return Checkpoint(path, tensors, shards.values())
 
 

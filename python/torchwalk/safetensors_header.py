@@ -7,19 +7,21 @@ offsets index from its start. :func:`read_header` reads the header and
 checks it as strictly as the safetensors library does when it loads the
 file: known dtypes, offsets that cover the data exactly (no holes, no
 overlaps, nothing after the last tensor), and a byte count per tensor that
-its shape and dtype agree with. No tensor data is read.
+its shape and dtype agree with. Python's json module parses the header; the
+per-tensor checks run in C++ (``_C.safetensors_entries``), since a large
+checkpoint has tens of thousands of tensors. No tensor data is read.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from typing import Any, NamedTuple
 
 import torch
 
+from torchwalk import _C
 from torchwalk.checkpoint_entries import CheckpointError, TensorEntry
 
 
@@ -65,12 +67,15 @@ DTYPE_KEYS = {
 }
 """The name each dtype is counted under: torch's where torch has it, else the file's."""
 
+_DTYPE_TABLE = {name: (dtype.bits, DTYPE_KEYS[name]) for name, dtype in DTYPES.items()}
+"""What the C++ check reads of each dtype: (bits per element, the name it is counted under)."""
+
 MAX_HEADER_BYTES = 100_000_000
 """The largest header the safetensors library accepts."""
 
 
 class SafetensorsHeader(NamedTuple):
-    """A parsed header: the tensors in file order of their names, and the free-form metadata."""
+    """A parsed header: the tensors by name (in name order), and the free-form metadata."""
 
     entries: dict[str, TensorEntry]
     metadata: dict[str, str]
@@ -121,9 +126,13 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         raise CheckpointError(path, f"header is a JSON {type(header).__name__}, not an object")
     data_start = 8 + header_size
     metadata = _metadata(path, header.pop("__metadata__", {}))
-    return SafetensorsHeader(
-        _entries(path, header, data_start, file_size - data_start), metadata, data_start
-    )
+    try:
+        entries = _C.safetensors_entries(
+            header, path, data_start, file_size - data_start, _DTYPE_TABLE, TensorEntry
+        )
+    except ValueError as error:
+        raise CheckpointError(path, str(error)) from None
+    return SafetensorsHeader(dict(entries), metadata, data_start)
 
 
 def _metadata(path: str, metadata: Any) -> dict[str, str]:
@@ -132,70 +141,6 @@ def _metadata(path: str, metadata: Any) -> dict[str, str]:
     ):
         raise CheckpointError(path, "__metadata__ must map str to str")
     return metadata
-
-
-def _entries(
-    path: str, header: dict[str, Any], data_start: int, data_size: int
-) -> dict[str, TensorEntry]:
-    entries: dict[str, TensorEntry] = {}
-    spans: list[tuple[int, int, str]] = []
-    for name, info in header.items():
-        dtype, shape, begin, end = _fields(path, name, info)
-        bits = DTYPES[dtype].bits * math.prod(shape)
-        if bits % 8 or end - begin != bits // 8:
-            raise CheckpointError(
-                path,
-                f"tensor {name!r}: {list(shape)} of {dtype} takes {bits / 8:g} bytes, "
-                f"its offsets [{begin}, {end}] hold {end - begin}",
-            )
-        entries[name] = TensorEntry(DTYPE_KEYS[dtype], shape, end - begin, path, data_start + begin)
-        spans.append((begin, end, name))
-    # The data must be covered exactly: each tensor starts where the one
-    # before it ends, and the last ends where the file does.
-    spans.sort()
-    reached, previous = 0, None
-    for begin, end, name in spans:
-        if begin != reached:
-            fault = "overlaps" if begin < reached else "leaves a gap after"
-            before = f"tensor {previous!r}" if previous is not None else "the start of the data"
-            raise CheckpointError(path, f"tensor {name!r} at byte {begin} {fault} {before}")
-        reached, previous = end, name
-    if reached != data_size:
-        if reached > data_size:
-            raise CheckpointError(
-                path,
-                f"truncated: its tensors need {reached:,} bytes of data, "
-                f"the file has {data_size:,}",
-            )
-        raise CheckpointError(
-            path, f"{data_size - reached:,} bytes after the last tensor, which safetensors refuses"
-        )
-    return entries
-
-
-def _fields(path: str, name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
-    """The dtype, shape and offsets of one header entry, checked."""
-    if not isinstance(info, dict):
-        raise CheckpointError(path, f"tensor {name!r}: expected an object, got {info!r}")
-    dtype = info.get("dtype")
-    shape = info.get("shape")
-    offsets = info.get("data_offsets")
-    if dtype not in DTYPES:
-        raise CheckpointError(path, f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_count(size) for size in shape):
-        raise CheckpointError(path, f"tensor {name!r}: bad shape {shape!r}")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(_is_count(offset) for offset in offsets)
-        or offsets[0] > offsets[1]
-    ):
-        raise CheckpointError(path, f"tensor {name!r}: bad data_offsets {offsets!r}")
-    return dtype, tuple(shape), offsets[0], offsets[1]
-
-
-def _is_count(value: Any) -> bool:
-    return type(value) is int and value >= 0
 
 
 __all__ = ["DTYPES", "DTYPE_KEYS", "SafetensorsHeader", "read_header"]

@@ -21,6 +21,7 @@ from torchwalk.checkpoint_stats import checkpoint_stats
 from torchwalk.checkpoints import is_path, open_checkpoint
 from torchwalk.drawing import render_records
 from torchwalk.dropin import named_parameters
+from torchwalk.gc_pause import gc_paused
 from torchwalk.sharded import sharded_tensor_class
 from torchwalk.summary_table import Summary, summarize
 from torchwalk.tie_groups import TieGroup
@@ -210,11 +211,13 @@ def walk(
     (``local_params``, ``local_bytes``).
     """
     if is_path(source):
-        source = open_checkpoint(
-            source,  # type: ignore[arg-type]
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
-        )
+        with gc_paused():  # tens of thousands of header entries, and their records
+            opened = open_checkpoint(
+                source,  # type: ignore[arg-type]
+                allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code,
+            )
+            return walk(opened, buffers=buffers)
     sharded_class = sharded_tensor_class()
     if isinstance(source, nn.Module):
         records = _C.walk_module(source, buffers, sharded_class)

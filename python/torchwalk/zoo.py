@@ -17,14 +17,14 @@ tensor memory. The classes describe structure only: they have no ``forward``.
 
 from __future__ import annotations
 
-import gc
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from torchwalk.gc_pause import gc_paused
 
 Device = torch.device | str
 
@@ -480,7 +480,7 @@ def deepseek_v3(
     routed experts and 1 shared expert; untied head; 60,488 modules. Each MoE
     layer's router holds a float32 ``e_score_correction_bias`` buffer (58
     buffers of 256, plus the rotary ``inv_freq``). Built on meta in about a
-    second: see :func:`_replicas` and :func:`gc_paused`.
+    second: see :func:`_replicas` and :func:`torchwalk.gc_pause.gc_paused`.
 
     Args:
         device (torch.device or str): where the tensors live. Default: ``"meta"``.
@@ -488,24 +488,6 @@ def deepseek_v3(
     """
     with gc_paused(), torch.device(device):
         return DeepseekV3ForCausalLM(config)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector, if it runs, for the duration.
-
-    Building DeepSeek-V3 creates about a million containers (every module has a
-    dozen hook dicts). Without the pause the collector rescans the growing heap
-    again and again, which more than doubles the build time. The modules make
-    no reference cycles, so nothing is left for it to collect.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def chain(device: Device = "meta", depth: int = CHAIN_DEPTH) -> ChainLink:
