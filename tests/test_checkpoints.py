@@ -191,7 +191,11 @@ def test_a_config_in_bfloat16_is_built_in_bfloat16(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
-def test_a_distributed_checkpoint_needs_allow_pickle(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_bytes", [checkpoint_stats.CHUNK_BYTES, 1000])
+def test_a_distributed_checkpoint_needs_allow_pickle(
+    tmp_path: Path, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_stats, "CHUNK_BYTES", chunk_bytes)
     from torch.distributed import checkpoint as dcp
 
     state = {name: t.detach().clone() for name, t in _tiny_gpt2().state_dict().items()}
@@ -207,6 +211,10 @@ def test_a_distributed_checkpoint_needs_allow_pickle(tmp_path: Path) -> None:
     result = run_torchwalk("summary", str(tmp_path))
     assert result.returncode == 2 and "--allow-pickle" in result.stderr
     assert run_torchwalk("summary", str(tmp_path), "--allow-pickle").returncode == 0
+    stats = tw.stats(tmp_path, allow_pickle=True)
+    assert [row.name for row in stats.rows] == list(checkpoint)
+    for row in stats.rows:
+        assert_matches(row, expected(row.name, state[row.name]))
 
 
 # -- dtypes torch lacks, written by hand --------------------------------------------------------
@@ -366,3 +374,14 @@ def test_a_file_shorter_than_its_header_says_fails_when_read(sharded: Path, tmp_
 def test_a_checkpoint_has_no_gradients(sharded: Path) -> None:
     with pytest.raises(ValueError, match="no gradients"):
         tw.walk(sharded).stats(grads=True)
+
+
+@pytest.mark.parametrize("chunk_bytes", [checkpoint_stats.CHUNK_BYTES, 4096])
+def test_progress_counts_every_byte_read_once(
+    sharded: Path, chunk_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_stats, "CHUNK_BYTES", chunk_bytes)
+    reports: list[int] = []
+    tw.walk(sharded).stats(progress=reports.append)
+    assert sum(reports) == tw.summary(sharded).totals.bytes
+    assert len(reports) >= (2 if chunk_bytes == 4096 else 1)

@@ -49,26 +49,25 @@ def checkpoint_stats(
 
     Raises:
         CheckpointError: if a file is shorter than its header says, or a
-            distributed checkpoint (whose data this does not read) is given.
+            distributed checkpoint's data cannot be loaded.
     """
     reader = _ChunkReader(progress)
     names = list(checkpoint)
     unreadable: set[int] = set()
     by_file: dict[str, list[tuple[int, TensorEntry]]] = {}
-    for index, value in enumerate(checkpoint.values()):
+    distributed: list[tuple[int, str, TensorEntry]] = []
+    for index, (name, value) in enumerate(checkpoint.items()):
         if isinstance(value, torch.Tensor):
             reader.add_tensor(index, value)  # memory-mapped: read in place
         elif value.offset < 0:
-            raise CheckpointError(
-                value.file,
-                "statistics of a distributed checkpoint need its data loaded: "
-                "load it with torch.distributed.checkpoint and pass the state dict",
-            )
+            distributed.append((index, name, value))
         else:
             by_file.setdefault(value.file, []).append((index, value))
     for file, entries in by_file.items():
         entries.sort(key=lambda item: item[1].offset)  # read front to back
         unreadable.update(reader.read_file(file, entries))
+    if distributed:
+        reader.load_distributed(checkpoint.path, distributed)
     readable = [index for index in range(len(names)) if index not in unreadable]
     return Stats(names, reader.finish(len(names)), total_rows=readable if unreadable else None)
 
@@ -155,7 +154,41 @@ class _ChunkReader:
             self.pending = []
             mapped.close()  # the pieces are gone: nothing exports the mapping any more
         if self.progress is not None:
-            self.progress(length)
+            self.progress(sum(count * dtype.itemsize for _, dtype, _, count in window))
+
+    def load_distributed(self, path: str, entries: list[tuple[int, str, TensorEntry]]) -> None:
+        """Load a distributed checkpoint's tensors a batch of about a window's bytes at a time.
+
+        torch.distributed.checkpoint loads into tensors it is given, whole: a
+        tensor larger than a window is loaded alone, so the memory held is
+        the larger of a window and the largest tensor.
+        """
+        from torch.distributed.checkpoint.state_dict_loader import load as load_distributed
+
+        batch: dict[str, torch.Tensor] = {}
+        owners: list[int] = []
+        held = 0
+
+        def load() -> None:
+            try:
+                load_distributed(batch, checkpoint_id=path, no_dist=True)
+            except Exception as error:  # whatever a damaged checkpoint makes it raise
+                raise CheckpointError(path, f"cannot load its data: {error}") from error
+            for index, tensor in zip(owners, batch.values(), strict=True):
+                self.add_tensor(index, tensor)
+            self._describe_pending()
+            if self.progress is not None:
+                self.progress(held)
+
+        for index, name, entry in entries:
+            if batch and held + entry.nbytes > CHUNK_BYTES:
+                load()
+                batch, owners, held = {}, [], 0
+            batch[name] = torch.empty(entry.shape, dtype=_TORCH_DTYPES[entry.dtype])
+            owners.append(index)
+            held += entry.nbytes
+        if batch:
+            load()
 
     def _describe_pending(self) -> None:
         if self.pending:
