@@ -385,3 +385,23 @@ def test_progress_counts_every_byte_read_once(
     tw.walk(sharded).stats(progress=reports.append)
     assert sum(reports) == tw.summary(sharded).totals.bytes
     assert len(reports) >= (2 if chunk_bytes == 4096 else 1)
+
+
+def test_a_sparse_terabyte_checkpoint_is_summarised_from_its_header(tmp_path: Path) -> None:
+    """A 1.1 TB file whose data is a hole: nothing of it may be read to summarise it."""
+    path = tmp_path / "giant.safetensors"
+    shapes = {f"layers.{i}.weight": [65536, 65536] for i in range(128)}  # 8 GiB each in bf16
+    header = {}
+    offset = 0
+    for name, shape in shapes.items():
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + 2**33]}
+        offset += 2**33
+    text = json.dumps(header).encode()
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(text)) + text)
+        file.truncate(8 + len(text) + offset)
+    totals = tw.summary(path).totals
+    assert totals.params == 128 * 65536**2
+    assert totals.bytes == offset == 2**40
+    assert totals.bytes_by_file == {str(path): 2**40}
+    assert path.stat().st_blocks * 512 < 2**20  # still a hole: no data was ever written
