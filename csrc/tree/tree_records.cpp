@@ -450,6 +450,21 @@ namespace {
 
 py::str to_str(const std::string& text) { return py::str(text.data(), text.size()); }
 
+// Calls `take(index)` for each index of `listed`, or of 0 .. count-1 when
+// `listed` is empty (the records' own order).
+template <typename Take>
+void in_listed_order(const std::vector<int64_t>& listed, int64_t count, Take&& take) {
+  if (listed.empty()) {
+    for (int64_t index = 0; index < count; ++index) {
+      take(index);
+    }
+  } else {
+    for (int64_t index : listed) {
+      take(index);
+    }
+  }
+}
+
 }  // namespace
 
 // The views list each object once, at its first name in the order the
@@ -457,42 +472,24 @@ py::str to_str(const std::string& text) { return py::str(text.data(), text.size(
 py::list TreeRecords::named_leaves(bool buffers) const {
   py::list found;
   PointerSet seen;
-  auto take = [&](int64_t index) {
+  in_listed_order(listed_leaves_, leaf_count(), [&](int64_t index) {
     const LeafRecord& record = leaves_[static_cast<size_t>(index)];
     if (record.is_buffer == buffers && seen.insert(record.tensor.ptr())) {
       found.append(py::make_tuple(to_str(leaf_path(index)), record.tensor));
     }
-  };
-  if (listed_leaves_.empty()) {
-    for (int64_t index = 0; index < leaf_count(); ++index) {
-      take(index);
-    }
-  } else {
-    for (int64_t index : listed_leaves_) {
-      take(index);
-    }
-  }
+  });
   return found;
 }
 
 py::list TreeRecords::named_modules() const {
   py::list found;
   PointerSet seen;
-  auto take = [&](int64_t position) {
+  in_listed_order(listed_modules_, module_count(), [&](int64_t position) {
     const ModuleRecord& record = modules_[static_cast<size_t>(position)];
     if (!record.module.is_none() && seen.insert(record.module.ptr())) {
       found.append(py::make_tuple(to_str(module_path(position)), record.module));
     }
-  };
-  if (listed_modules_.empty()) {
-    for (int64_t position = 0; position < module_count(); ++position) {
-      take(position);
-    }
-  } else {
-    for (int64_t position : listed_modules_) {
-      take(position);
-    }
-  }
+  });
   return found;
 }
 
