@@ -405,3 +405,16 @@ def test_a_sparse_terabyte_checkpoint_is_summarised_from_its_header(tmp_path: Pa
     assert totals.bytes == offset == 2**40
     assert totals.bytes_by_file == {str(path): 2**40}
     assert path.stat().st_blocks * 512 < 2**20  # still a hole: no data was ever written
+
+
+def test_the_command_line_takes_every_layout(sharded: Path) -> None:
+    index = sharded / "model.safetensors.index.json"
+    summary = run_torchwalk("summary", str(sharded))
+    assert summary.returncode == 0, summary.stderr
+    assert "By file:" in summary.stdout and "Trainable" not in summary.stdout
+    drawing = run_torchwalk("tree", str(index), "--depth", "1")
+    assert drawing.returncode == 0 and "transformer" in drawing.stdout
+    stats = run_torchwalk("stats", str(sharded), "--json")
+    assert stats.returncode == 0, stats.stderr
+    names = [row["name"] for row in json.loads(stats.stdout)["tensors"]]
+    assert names == list(json.loads(index.read_text())["weight_map"])
