@@ -33,6 +33,7 @@ from torchwalk.dropin import (  # noqa: E402
     state_dict,
 )
 from torchwalk.installation import install, installed, uninstall  # noqa: E402
+from torchwalk.monitor import Monitor  # noqa: E402
 from torchwalk.summary_table import Summary, SummaryRow  # noqa: E402
 from torchwalk.tree import ParamTree, TieGroup, render, stats, summary, ties, walk  # noqa: E402
 from torchwalk.value_stats import Stats, TensorStats  # noqa: E402
@@ -42,6 +43,7 @@ register_when_dynamo_loads()
 __version__ = "0.1.0"
 
 __all__ = [
+    "Monitor",
     "ParamTree",
     "Stats",
     "Summary",

@@ -246,7 +246,13 @@ def compute_stats(
             wrapper subclass without storage).
     """
     names = [name for name, _ in named_tensors]
-    tensors = [tensor for _, tensor in named_tensors]
+    return Stats(names, stats_table([tensor for _, tensor in named_tensors], progress))
+
+
+def stats_table(
+    tensors: Sequence[torch.Tensor], progress: Callable[[int], None] | None = None
+) -> _C.StatsTable:
+    """The statistics of ``tensors``, a row each, kept in C++ (see :func:`compute_stats`)."""
     # Sharded tensors are read where they lie (each rank its shard), then merged.
     parts, sharded = local_parts(tensors)
     if progress is None:
@@ -266,7 +272,7 @@ def compute_stats(
         table = _C.StatsTable.concatenated(tables)
     if sharded:
         table = merge_across_ranks(tensors, table, sharded)
-    return Stats(names, table)
+    return table
 
 
 def stats_of_members(
@@ -293,4 +299,4 @@ def stats_of_members(
     return compute_stats(named, progress)
 
 
-__all__ = ["Stats", "TensorStats", "compute_stats", "stats_of_members"]
+__all__ = ["Stats", "TensorStats", "compute_stats", "stats_of_members", "stats_table"]
