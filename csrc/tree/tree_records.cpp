@@ -345,8 +345,9 @@ void TreeRecords::finish() {
          ++index) {
       const LeafRecord& leaf = leaves_[static_cast<size_t>(index)];
       hash = hash_combine(hash, static_cast<uint64_t>(PyObject_Hash(leaf.name.ptr())));
-      hash = hash_combine(
-          hash, leaf.facts.shape_hash * 4 + leaf.is_buffer * 2 + leaf.facts.requires_grad);
+      // A lazy tensor has no shape yet: it is never like a real one of shape (0,).
+      hash = hash_combine(hash, leaf.facts.shape_hash * 8 + leaf.is_lazy * 4 + leaf.is_buffer * 2 +
+                                    leaf.facts.requires_grad);
     }
     for (int64_t child = record.first_child; child >= 0;
          child = modules_[static_cast<size_t>(child)].next_sibling) {
