@@ -63,14 +63,9 @@ class Monitor:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor watches an nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        if depth is not None and (
-            isinstance(depth, bool) or not isinstance(depth, int) or depth < 0
-        ):
-            raise ValueError(f"depth must be None or an int of at least 0, got {depth!r}")
-        if not (grads or weights or optimizer is not None):
-            raise ValueError("nothing to watch: grads, weights and optimizer are all off")
+        check_options(
+            every=every, depth=depth, grads=grads, weights=weights, states=optimizer is not None
+        )
         self.model = model
         self.every = every
         self.depth = 1 if depth is None else depth
@@ -180,6 +175,18 @@ class Monitor:
         return sorted(found, key=lambda path: (-found[path][0], -found[path][1]))
 
 
+def check_options(
+    *, every: int, depth: int | None, grads: bool, weights: bool, states: bool
+) -> None:
+    """Raise ValueError for options a :class:`Monitor` refuses (``states``: with an optimizer)."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be a positive int, got {every!r}")
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be None or an int of at least 0, got {depth!r}")
+    if not (grads or weights or states):
+        raise ValueError("nothing to watch: grads, weights and optimizer states are all off")
+
+
 def _state_picker(state: Any, key: str) -> Any:
     def pick(parameter: nn.Parameter) -> torch.Tensor | None:
         value = state.get(parameter, {}).get(key)
@@ -203,4 +210,4 @@ def _add(figures: dict[str, float], kind: str, path: str, stats: TensorStats) ->
             figures[f"{kind}/{path}/{field}"] = float(value)
 
 
-__all__ = ["FIELDS", "Monitor", "ROOT_PATH"]
+__all__ = ["FIELDS", "Monitor", "ROOT_PATH", "check_options"]
