@@ -10,7 +10,6 @@ counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -76,6 +75,7 @@ class Monitor:
         self.last: Stats | None = None
         self._calls = 0
         self._paths: dict[str, str] = {}  # parameter name -> its path at depth
+        self._layout: _Layout | None = None
 
     def step(self) -> dict[str, float] | None:
         """Count an optimizer step; on every ``every``-th, measure and return the figures.
@@ -94,64 +94,81 @@ class Monitor:
         return self._measure()
 
     def _measure(self) -> dict[str, float]:
-        names: list[str] = []
-        kinds: list[str] = []
-        owners: list[str] = []  # each row's parameter name
+        parameters = list(named_parameters(self.model))
+        # Lazy parameters hold no values yet: they have no rows. (isinstance
+        # through Parameter's metaclass is slow: each type is tested once.)
+        if any(
+            issubclass(kind, UninitializedTensorMixin) for kind in {type(p) for _, p in parameters}
+        ):
+            parameters = [
+                (n, p) for n, p in parameters if not isinstance(p, UninitializedTensorMixin)
+            ]
         tensors: list[torch.Tensor] = []
-        # Lazy parameters hold no values yet: they have no rows.
-        parameters = [
-            (name, parameter)
-            for name, parameter in named_parameters(self.model)
-            if not isinstance(parameter, UninitializedTensorMixin)
-        ]
-        for kind, pick in self._kinds(parameters):
-            for name, parameter in parameters:
-                tensor = pick(parameter)
-                if tensor is not None and not tensor.is_meta:
-                    names.append(f"{kind}/{name}")
-                    kinds.append(kind)
-                    owners.append(name)
-                    tensors.append(tensor)
+        present: list[bool] = []
+        kinds = self._kinds(parameters)
+        for _, of_kind in kinds:
+            readable = [tensor is not None and not tensor.is_meta for tensor in of_kind]
+            present += readable
+            tensors += [
+                tensor
+                for tensor, read in zip(of_kind, readable, strict=True)
+                if read and tensor is not None
+            ]
+        layout = self._layout_of(parameters, [kind for kind, _ in kinds], present)
         table = stats_table(tensors)
-        self.last = Stats(names, table)
+        self.last = Stats(layout.names, table)
         figures: dict[str, float] = {}
-        by_kind: dict[str, dict[str, list[int]]] = {}
-        for row, (kind, owner) in enumerate(zip(kinds, owners, strict=True)):
-            path = self._path_of(owner)
-            by_kind.setdefault(kind, {}).setdefault(path, []).append(row)
-        for kind, rows_by_path in by_kind.items():
-            paths = list(rows_by_path)
-            groups = list(rows_by_path.values())
+        for kind, paths, groups, every_row in layout.roll_ups:
             rolled = table.grouped(groups)
             for index, path in enumerate(paths):
                 _add(figures, kind, path, TensorStats(path, *rolled.figures(index)))
-            every_row = [row for rows in groups for row in rows]
             _add(figures, kind, "total", TensorStats("total", *table.merged_figures(every_row)))
-        self.nonfinite = self._nonfinite(table, kinds, owners) if self.grads else []
+        self.nonfinite = self._nonfinite(table, layout) if self.grads else []
         return figures
 
-    def _kinds(self, parameters: Sequence[tuple[str, nn.Parameter]]) -> list[tuple[str, Any]]:
-        """(kind, the tensor of that kind for a parameter, or None) for each kind watched."""
-        kinds: list[tuple[str, Any]] = []
+    def _kinds(
+        self, parameters: Sequence[tuple[str, nn.Parameter]]
+    ) -> list[tuple[str, list[torch.Tensor | None]]]:
+        """(kind, the tensor of that kind of each parameter, or None) for each kind watched."""
+        kinds: list[tuple[str, list[torch.Tensor | None]]] = []
         if self.grads:
-            kinds.append(("grad", lambda parameter: parameter.grad))
+            kinds.append(("grad", [parameter.grad for _, parameter in parameters]))
         if self.weights:
-            kinds.append(("weight", lambda parameter: parameter.detach()))
+            # The parameters themselves: the statistics read their data, not their autograd.
+            kinds.append(("weight", [parameter for _, parameter in parameters]))
         if self.optimizer is not None:
             state = self.optimizer.state
-            names: list[str] = []
-            for _, parameter in parameters:
-                for key, value in state.get(parameter, {}).items():
+            states = [state.get(parameter, {}) for _, parameter in parameters]
+            keys: list[str] = []
+            for (_, parameter), held in zip(parameters, states, strict=True):
+                for key, value in held.items():
                     if (
-                        isinstance(key, str)
+                        key not in keys
+                        and isinstance(key, str)
                         and isinstance(value, torch.Tensor)
                         and value.shape == parameter.shape
-                        and key not in names
                     ):
-                        names.append(key)
-            for key in names:
-                kinds.append((key, _state_picker(state, key)))
+                        keys.append(key)
+            for key in keys:
+                of_kind: list[torch.Tensor | None] = []
+                for (_, parameter), held in zip(parameters, states, strict=True):
+                    value = held.get(key)
+                    same_shape = isinstance(value, torch.Tensor) and value.shape == parameter.shape
+                    of_kind.append(value if same_shape else None)
+                kinds.append((key, of_kind))
         return kinds
+
+    def _layout_of(
+        self,
+        parameters: list[tuple[str, nn.Parameter]],
+        kinds: list[str],
+        present: list[bool],
+    ) -> _Layout:
+        """The rows' names and roll-up groups: remade only when the rows change."""
+        key = ([name for name, _ in parameters], kinds, present)
+        if self._layout is None or self._layout.key != key:
+            self._layout = _Layout(key, [name for name, _ in parameters], kinds, present, self)
+        return self._layout
 
     def _path_of(self, name: str) -> str:
         path = self._paths.get(name)
@@ -161,18 +178,55 @@ class Monitor:
             self._paths[name] = path
         return path
 
-    def _nonfinite(self, table: _C.StatsTable, kinds: list[str], owners: list[str]) -> list[str]:
+    def _nonfinite(self, table: _C.StatsTable, layout: _Layout) -> list[str]:
         """The modules whose gradients hold a NaN or an Inf, deepest first, backward's order."""
         found: dict[str, tuple[int, int]] = {}  # module path -> (depth, walk order)
         for row in table.anomalous():
-            if kinds[row] != "grad":
+            if layout.kinds[row] != "grad":
                 continue
             _, _, _, _, _, _, _, _, nans, infs = table.figures(row)
             if not (nans or infs):
                 continue  # an all-zero gradient: anomalous, but finite
-            module = owners[row].rpartition(".")[0]
+            module = layout.owners[row].rpartition(".")[0]
             found.setdefault(module or ROOT_PATH, (module.count(".") + bool(module), row))
         return sorted(found, key=lambda path: (-found[path][0], -found[path][1]))
+
+
+class _Layout:
+    """Which tensor each row of a step's table is, and the rows each roll-up merges.
+
+    The same from step to step while the parameters and which of their
+    tensors exist stay the same, so it is made once, not per step.
+    """
+
+    def __init__(
+        self,
+        key: object,
+        parameter_names: list[str],
+        kind_names: list[str],
+        present: list[bool],
+        monitor: Monitor,
+    ) -> None:
+        self.key = key
+        self.names: list[str] = []
+        self.kinds: list[str] = []
+        self.owners: list[str] = []  # each row's parameter name
+        flags = iter(present)
+        for kind in kind_names:
+            for name in parameter_names:
+                if next(flags):
+                    self.names.append(f"{kind}/{name}")
+                    self.kinds.append(kind)
+                    self.owners.append(name)
+        by_kind: dict[str, dict[str, list[int]]] = {kind: {} for kind in kind_names}
+        for row, (kind, owner) in enumerate(zip(self.kinds, self.owners, strict=True)):
+            by_kind[kind].setdefault(monitor._path_of(owner), []).append(row)
+        # (kind, paths, the rows of each path, all the kind's rows)
+        self.roll_ups = [
+            (kind, list(rows), list(rows.values()), [r for group in rows.values() for r in group])
+            for kind, rows in by_kind.items()
+            if rows
+        ]
 
 
 def check_options(
@@ -185,14 +239,6 @@ def check_options(
         raise ValueError(f"depth must be None or an int of at least 0, got {depth!r}")
     if not (grads or weights or states):
         raise ValueError("nothing to watch: grads, weights and optimizer states are all off")
-
-
-def _state_picker(state: Any, key: str) -> Any:
-    def pick(parameter: nn.Parameter) -> torch.Tensor | None:
-        value = state.get(parameter, {}).get(key)
-        return value if isinstance(value, torch.Tensor) and value.shape == parameter.shape else None
-
-    return pick
 
 
 def _add(figures: dict[str, float], kind: str, path: str, stats: TensorStats) -> None:
