@@ -39,7 +39,9 @@ def local_parts(tensors: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], li
     a rank whose shard is a replica another rank already counts.
     """
     dtensor = sharded_tensor_class()
-    if dtensor is None:
+    # isinstance per tensor costs more than the statistics of a small one:
+    # each type is tested once.
+    if dtensor is None or not any(issubclass(kind, dtensor) for kind in {type(t) for t in tensors}):
         return list(tensors), []
     parts: list[torch.Tensor] = []
     sharded: list[int] = []
