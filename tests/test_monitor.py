@@ -175,3 +175,19 @@ def test_bad_options_are_refused(options: dict[str, object], error: str) -> None
 def test_a_monitor_watches_a_module() -> None:
     with pytest.raises(TypeError, match="watches an nn.Module"):
         tw.Monitor({"w": torch.zeros(1)})  # type: ignore[arg-type]
+
+
+class _TaggedParameter(nn.Parameter):
+    """A Parameter subclass: its `.grad` is read through Python's attribute access."""
+
+
+def test_gradients_of_parameter_subclasses_and_meta_tensors() -> None:
+    model = _net()
+    model[0].weight = _TaggedParameter(model[0].weight.detach().clone())
+    _with_random_grads(model, 6)
+    model[3].bias = nn.Parameter(torch.empty(1, device="meta"))
+    model[3].bias.grad = torch.empty(1, device="meta")  # no values: no row
+    figures = tw.Monitor(model, depth=1).step()
+    assert figures is not None
+    expected = _expected(model, 1, "grad")
+    _assert_close(figures, expected)

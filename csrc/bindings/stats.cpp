@@ -11,7 +11,9 @@
 
 #include "bindings/bindings.h"
 #include "bridge/python_tensors.h"
+#include "common/python_error.h"
 #include "stats/tensor_stats.h"
+#include "walk/class_check.h"
 
 namespace torchwalk {
 
@@ -259,6 +261,14 @@ void bind_stats(py::module_& m) {
       },
       py::arg("tensors"), py::arg("path") = "kernels",
       "Statistics of each tensor in one pass, a row each of a StatsTable.");
+  m.def(
+      "readable_tensors",
+      [](py::list items, bool grads) {
+        return py::reinterpret_steal<py::tuple>(
+            checked(readable_tensors(items.ptr(), grads, parameter_class())));
+      },
+      py::arg("items"), py::arg("grads") = false,
+      "(the tensors with values among items, or their .grad, a bytes mask of which gave one).");
   m.def(
       "stats_paths",
       [] {

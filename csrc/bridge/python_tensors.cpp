@@ -49,6 +49,62 @@ PyObject* detached(PyObject* tensor, PyObject* parameter_class) {
 
 bool is_tensor(PyObject* object) { return THPVariable_Check(object); }
 
+PyObject* readable_tensors(PyObject* items, bool grads, PyObject* parameter_class) {
+  static PyObject* grad_name = PyUnicode_InternFromString("grad");
+  if (!PyList_Check(items)) {
+    PyErr_SetString(PyExc_TypeError, "readable_tensors takes a list");
+    return nullptr;
+  }
+  Py_ssize_t count = PyList_GET_SIZE(items);
+  PyObject* found = PyList_New(0);
+  PyObject* mask = PyBytes_FromStringAndSize(nullptr, count);
+  if (found == nullptr || mask == nullptr) {
+    Py_XDECREF(found);
+    Py_XDECREF(mask);
+    return nullptr;
+  }
+  char* flags = PyBytes_AS_STRING(mask);
+  HANDLE_TH_ERRORS
+  for (Py_ssize_t index = 0; index < count; ++index) {
+    PyObject* item = PyList_GET_ITEM(items, index);
+    PyObject* tensor = nullptr;  // new reference, or null for none
+    if (item != Py_None) {
+      auto* type = reinterpret_cast<PyObject*>(Py_TYPE(item));
+      bool plain = type == THPVariableClass || type == parameter_class;
+      if (!grads) {
+        tensor = THPVariable_Check(item) ? Py_NewRef(item) : nullptr;
+      } else if (plain) {
+        const at::Tensor& grad = THPVariable_Unpack(item).grad();
+        tensor = grad.defined() ? THPVariable_Wrap(grad) : nullptr;
+      } else {
+        tensor = PyObject_GetAttr(item, grad_name);
+        if (tensor == nullptr) {
+          Py_DECREF(found);
+          Py_DECREF(mask);
+          return nullptr;
+        }
+        if (!THPVariable_Check(tensor)) {
+          Py_CLEAR(tensor);
+        }
+      }
+    }
+    bool readable = tensor != nullptr && !THPVariable_Unpack(tensor).is_meta();
+    flags[index] = readable ? 1 : 0;
+    if (readable && PyList_Append(found, tensor) != 0) {
+      Py_DECREF(tensor);
+      Py_DECREF(found);
+      Py_DECREF(mask);
+      return nullptr;
+    }
+    Py_XDECREF(tensor);
+  }
+  PyObject* result = PyTuple_Pack(2, found, mask);
+  Py_DECREF(found);
+  Py_DECREF(mask);
+  return result;
+  END_HANDLE_TH_ERRORS
+}
+
 TensorFacts tensor_facts(PyObject* tensor) {
   const at::Tensor& view = THPVariable_Unpack(tensor);
   TensorFacts facts;

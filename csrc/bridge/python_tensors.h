@@ -39,6 +39,15 @@ PyObject* device_name(int16_t device_code);
 // instance attribute named `detach`) gets the Python method itself.
 PyObject* detached(PyObject* tensor, PyObject* parameter_class);
 
+// The tensors with values to read among `items` (a list of tensors and
+// Nones), or with `grads` among their `.grad`s: a new reference to a tuple
+// (list of those tensors, bytes with 1 for each item that gave one, else 0).
+// None, a missing `.grad` and meta tensors give none. Exact torch.Tensor and
+// `parameter_class` items are read in C++; any other class through Python's
+// attribute access (a subclass may define `.grad` itself). Null with the
+// Python exception set on failure.
+PyObject* readable_tensors(PyObject* items, bool grads, PyObject* parameter_class);
+
 // tensor_stats() of a Python list of tensors, read with the GIL released.
 // Raises std::invalid_argument for tensors the statistics cannot read.
 std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path);

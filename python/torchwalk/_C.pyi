@@ -179,6 +179,11 @@ class StatsTable:
 def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> StatsTable: ...
 def stats_paths() -> list[str]: ...  # the paths this machine can take
 
+# The tensors with values among `items` (tensors and Nones), or among their
+# .grad with grads=True, and a mask with 1 for each item that gave one
+# (None, no .grad and meta tensors give none).
+def readable_tensors(items: list[Any], grads: bool = False) -> tuple[list[torch.Tensor], bytes]: ...
+
 # --- Checkpoint headers (csrc/checkpoint/). ----------------------------------
 
 # The (name, entry_type(dtype key, shape, nbytes, path, offset)) pairs of a

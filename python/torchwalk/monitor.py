@@ -104,16 +104,11 @@ class Monitor:
                 (n, p) for n, p in parameters if not isinstance(p, UninitializedTensorMixin)
             ]
         tensors: list[torch.Tensor] = []
-        present: list[bool] = []
+        present = b""  # for each kind and parameter: 1 where there is a tensor with values
         kinds = self._kinds(parameters)
-        for _, of_kind in kinds:
-            readable = [tensor is not None and not tensor.is_meta for tensor in of_kind]
-            present += readable
-            tensors += [
-                tensor
-                for tensor, read in zip(of_kind, readable, strict=True)
-                if read and tensor is not None
-            ]
+        for _, (readable, mask) in kinds:
+            tensors += readable
+            present += mask
         layout = self._layout_of(parameters, [kind for kind, _ in kinds], present)
         table = stats_table(tensors)
         self.last = Stats(layout.names, table)
@@ -128,19 +123,21 @@ class Monitor:
 
     def _kinds(
         self, parameters: Sequence[tuple[str, nn.Parameter]]
-    ) -> list[tuple[str, list[torch.Tensor | None]]]:
-        """(kind, the tensor of that kind of each parameter, or None) for each kind watched."""
-        kinds: list[tuple[str, list[torch.Tensor | None]]] = []
+    ) -> list[tuple[str, tuple[list[torch.Tensor], bytes]]]:
+        """For each kind watched: its name, the tensors of that kind with values,
+        and a mask of the parameters that have one (see ``_C.readable_tensors``)."""
+        objects = [parameter for _, parameter in parameters]
+        kinds: list[tuple[str, tuple[list[torch.Tensor], bytes]]] = []
         if self.grads:
-            kinds.append(("grad", [parameter.grad for _, parameter in parameters]))
+            kinds.append(("grad", _C.readable_tensors(objects, grads=True)))
         if self.weights:
             # The parameters themselves: the statistics read their data, not their autograd.
-            kinds.append(("weight", [parameter for _, parameter in parameters]))
+            kinds.append(("weight", _C.readable_tensors(objects)))
         if self.optimizer is not None:
             state = self.optimizer.state
-            states = [state.get(parameter, {}) for _, parameter in parameters]
+            states = [state.get(parameter, {}) for parameter in objects]
             keys: list[str] = []
-            for (_, parameter), held in zip(parameters, states, strict=True):
+            for parameter, held in zip(objects, states, strict=True):
                 for key, value in held.items():
                     if (
                         key not in keys
@@ -151,18 +148,18 @@ class Monitor:
                         keys.append(key)
             for key in keys:
                 of_kind: list[torch.Tensor | None] = []
-                for (_, parameter), held in zip(parameters, states, strict=True):
+                for parameter, held in zip(objects, states, strict=True):
                     value = held.get(key)
                     same_shape = isinstance(value, torch.Tensor) and value.shape == parameter.shape
                     of_kind.append(value if same_shape else None)
-                kinds.append((key, of_kind))
+                kinds.append((key, _C.readable_tensors(of_kind)))
         return kinds
 
     def _layout_of(
         self,
         parameters: list[tuple[str, nn.Parameter]],
         kinds: list[str],
-        present: list[bool],
+        present: bytes,
     ) -> _Layout:
         """The rows' names and roll-up groups: remade only when the rows change."""
         key = ([name for name, _ in parameters], kinds, present)
@@ -204,7 +201,7 @@ class _Layout:
         key: object,
         parameter_names: list[str],
         kind_names: list[str],
-        present: list[bool],
+        present: bytes,
         monitor: Monitor,
     ) -> None:
         self.key = key
