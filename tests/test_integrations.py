@@ -30,10 +30,9 @@ class _Regression(lightning.LightningModule):
 
 
 class _Recorder(lightning.Callback):
-    """Keeps what was logged at each optimizer step (the logged metrics after it)."""
+    """Keeps each optimizer step's gradients."""
 
     def __init__(self) -> None:
-        self.logged: list[dict[str, float]] = []
         self.gradients: list[dict[str, torch.Tensor]] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:  # type: ignore[no-untyped-def]
@@ -41,44 +40,64 @@ class _Recorder(lightning.Callback):
             {name: p.grad.clone() for name, p in pl_module.named_parameters() if p.grad is not None}
         )
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-        self.logged.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+class _MemoryLogger(lightning.loggers.Logger):
+    """Keeps what is logged, by step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: dict[int, dict[str, float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logged.setdefault(step or 0, {}).update(metrics)
+
+    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
+        pass
 
 
-def _fit(monitor: lightning.Callback, steps: int = 4) -> _Recorder:
+def _fit(monitor: lightning.Callback, steps: int = 4) -> tuple[_Recorder, _MemoryLogger]:
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
     recorder = _Recorder()
+    logger = _MemoryLogger()
     trainer = lightning.Trainer(
         max_steps=steps,
         accelerator="cpu",
-        logger=False,
+        logger=logger,
+        log_every_n_steps=1,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[monitor, recorder],
     )
     trainer.fit(_Regression(), DataLoader(data, batch_size=8))
-    return recorder
+    return recorder, logger
 
 
 def test_lightning_stats_monitor_logs_every_nth_optimizer_step() -> None:
     from torchwalk.integrations.lightning import StatsMonitor
 
-    recorder = _fit(StatsMonitor(every=2, depth=2, optimizer_states=True), steps=4)
-    logged_steps = [
-        index for index, metrics in enumerate(recorder.logged) if "grad/total/l2" in metrics
-    ]
-    assert logged_steps[0] == 1  # the second optimizer step is the first logged
-    last = recorder.logged[1]
-    grads = recorder.gradients[1]
-    expected = float(
-        torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads.values()]).double())
-    )
-    assert math.isclose(last["grad/total/l2"], expected, rel_tol=1e-5)
-    assert "grad/body.0/absmax" in last and "exp_avg/total/l2" in last
+    recorder, logger = _fit(StatsMonitor(every=2, depth=2, optimizer_states=True), steps=6)
+    logged = {step: m for step, m in logger.logged.items() if "grad/total/l2" in m}
+    # Optimizer steps 2, 4 and 6, sampled before the global step counts them.
+    assert sorted(logged) == [1, 3, 5]
+    for step, metrics in logged.items():
+        grads = recorder.gradients[step]
+        everything = torch.cat([g.flatten() for g in grads.values()]).double()
+        assert math.isclose(
+            metrics["grad/total/l2"], float(torch.linalg.vector_norm(everything)), rel_tol=1e-5
+        )
+        assert "grad/body.0/absmax" in metrics and "exp_avg/total/l2" in metrics
 
 
 def test_lightning_stats_monitor_refuses_bad_options() -> None:
@@ -86,3 +105,22 @@ def test_lightning_stats_monitor_refuses_bad_options() -> None:
 
     with pytest.raises(ValueError, match="every must be a positive int"):
         StatsMonitor(every=0)
+
+
+def test_the_lightning_example_runs() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "lightning_monitor.py"
+    completed = subprocess.run(
+        [sys.executable, str(example)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "3 logged steps" in completed.stdout
+    assert "exp_avg/encoder.0/l2" in completed.stdout

@@ -81,7 +81,10 @@ class StatsMonitor(pl.Callback):
             self.monitors[key] = monitor
         figures = monitor.step()
         if figures:
-            pl_module.log_dict(figures, on_step=True, on_epoch=False)
+            # Straight to the loggers, at this step only: values given to
+            # `log_dict` from a hook are logged again at every later step.
+            for logger in trainer.loggers:
+                logger.log_metrics(figures, step=trainer.global_step)
 
 
 __all__ = ["StatsMonitor"]
