@@ -12,15 +12,14 @@ from __future__ import annotations
 import math
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torchwalk as tw
+from helpers.command_line import run_example
 from helpers.module_trees import run_child
 from torch import nn
 
@@ -242,22 +241,14 @@ def test_stats_of_hand_placed_dtensors(world: int) -> None:
 
 
 def test_the_torchrun_example_runs() -> None:
-    example = Path(__file__).resolve().parents[1] / "examples" / "sharded_summary.py"
-    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH")]))
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            str(example),
-        ],
-        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=240,
+    completed = run_example(
+        "sharded_summary.py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        OMP_NUM_THREADS="1",
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "global gradient norm:" in completed.stdout

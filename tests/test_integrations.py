@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers.command_line import run_example
 from torch import nn
 
 lightning = pytest.importorskip("lightning.pytorch")
@@ -108,19 +109,7 @@ def test_lightning_stats_monitor_refuses_bad_options() -> None:
 
 
 def test_the_lightning_example_runs() -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    example = Path(__file__).resolve().parents[1] / "examples" / "lightning_monitor.py"
-    completed = subprocess.run(
-        [sys.executable, str(example)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    completed = run_example("lightning_monitor.py")
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "3 logged steps" in completed.stdout
     assert "exp_avg/encoder.0/l2" in completed.stdout

@@ -1,4 +1,4 @@
-"""Running the ``torchwalk`` command line in a fresh interpreter."""
+"""Running the ``torchwalk`` command line, and the examples, in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -18,6 +18,22 @@ def run_torchwalk(*arguments: str, cwd: Path | None = None) -> subprocess.Comple
         check=False,
         cwd=cwd,
         env=environment_for(cwd),
+    )
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_example(name: str, *launcher: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/NAME`` with this interpreter, after ``launcher``'s arguments
+    (e.g. ``-m torch.distributed.run ...``), with ``environment`` added."""
+    return subprocess.run(
+        [sys.executable, *launcher, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**environment_for(None), **environment},
     )
 
 
