@@ -10,6 +10,7 @@ counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 import torch
 from torch import nn
@@ -97,9 +98,8 @@ class Monitor:
         parameters = list(named_parameters(self.model))
         # Lazy parameters hold no values yet: they have no rows. (isinstance
         # through Parameter's metaclass is slow: each type is tested once.)
-        if any(
-            issubclass(kind, UninitializedTensorMixin) for kind in {type(p) for _, p in parameters}
-        ):
+        types = set(map(type, map(itemgetter(1), parameters)))
+        if any(issubclass(kind, UninitializedTensorMixin) for kind in types):
             parameters = [
                 (n, p) for n, p in parameters if not isinstance(p, UninitializedTensorMixin)
             ]
@@ -113,11 +113,12 @@ class Monitor:
         table = stats_table(tensors)
         self.last = Stats(layout.names, table)
         figures: dict[str, float] = {}
-        for kind, paths, groups, every_row in layout.roll_ups:
+        for kind, paths, groups in layout.roll_ups:
             rolled = table.grouped(groups)
             for index, path in enumerate(paths):
                 _add(figures, kind, path, TensorStats(path, *rolled.figures(index)))
-            _add(figures, kind, "total", TensorStats("total", *table.merged_figures(every_row)))
+            # The paths' rows hold every row of the kind once: merging them is the total.
+            _add(figures, kind, "total", TensorStats("total", *rolled.total_figures()))
         self.nonfinite = self._nonfinite(table, layout) if self.grads else []
         return figures
 
@@ -218,11 +219,9 @@ class _Layout:
         by_kind: dict[str, dict[str, list[int]]] = {kind: {} for kind in kind_names}
         for row, (kind, owner) in enumerate(zip(self.kinds, self.owners, strict=True)):
             by_kind[kind].setdefault(monitor._path_of(owner), []).append(row)
-        # (kind, paths, the rows of each path, all the kind's rows)
+        # (kind, its paths, the rows of each path)
         self.roll_ups = [
-            (kind, list(rows), list(rows.values()), [r for group in rows.values() for r in group])
-            for kind, rows in by_kind.items()
-            if rows
+            (kind, list(rows), list(rows.values())) for kind, rows in by_kind.items() if rows
         ]
 
 
