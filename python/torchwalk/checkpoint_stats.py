@@ -51,7 +51,7 @@ def checkpoint_stats(
         CheckpointError: if a file is shorter than its header says, or a
             distributed checkpoint's data cannot be loaded.
     """
-    reader = _ChunkReader(progress)
+    reader = _WindowReader(progress)
     names = list(checkpoint)
     unreadable: set[int] = set()
     by_file: dict[str, list[tuple[int, TensorEntry]]] = {}
@@ -72,7 +72,7 @@ def checkpoint_stats(
     return Stats(names, reader.finish(len(names)), total_rows=readable if unreadable else None)
 
 
-class _ChunkReader:
+class _WindowReader:
     """Windows of a file mapped one at a time, their tensors handed to the kernels at once."""
 
     def __init__(self, progress: Callable[[int], None] | None) -> None:

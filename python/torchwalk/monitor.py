@@ -10,21 +10,16 @@ counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
 from torchwalk.dropin import named_parameters
-from torchwalk.value_stats import Stats, TensorStats, stats_table
+from torchwalk.value_stats import Stats, TensorStats, stats_table, without_lazy
 
 ROOT_PATH = "(root)"
 """The path of the tensors a model's root module holds itself."""
-
-FIELDS = ("l2", "absmax", "mean", "std", "zeros", "nonfinite")
-"""The figures logged for each kind and path (``zeros`` is a fraction, ``nonfinite`` a count)."""
 
 
 class Monitor:
@@ -95,14 +90,7 @@ class Monitor:
         return self._measure()
 
     def _measure(self) -> dict[str, float]:
-        parameters = list(named_parameters(self.model))
-        # Lazy parameters hold no values yet: they have no rows. (isinstance
-        # through Parameter's metaclass is slow: each type is tested once.)
-        types = set(map(type, map(itemgetter(1), parameters)))
-        if any(issubclass(kind, UninitializedTensorMixin) for kind in types):
-            parameters = [
-                (n, p) for n, p in parameters if not isinstance(p, UninitializedTensorMixin)
-            ]
+        parameters = without_lazy(list(named_parameters(self.model)))
         tensors: list[torch.Tensor] = []
         present = b""  # for each kind and parameter: 1 where there is a tensor with values
         kinds = self._kinds(parameters)
@@ -252,4 +240,4 @@ def _add(figures: dict[str, float], kind: str, path: str, stats: TensorStats) ->
             figures[f"{kind}/{path}/{field}"] = float(value)
 
 
-__all__ = ["FIELDS", "Monitor", "ROOT_PATH", "check_options"]
+__all__ = ["Monitor", "ROOT_PATH", "check_options"]

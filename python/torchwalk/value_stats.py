@@ -15,13 +15,16 @@ import html
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import torch
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from torchwalk import _C
 from torchwalk.sharded import local_parts, merge_across_ranks
+
+TensorT = TypeVar("TensorT", bound=torch.Tensor)
 
 BATCH_BYTES = 256 * 1024**2
 """With a progress callback, tensors are read in batches of about this many bytes."""
@@ -293,10 +296,23 @@ def stats_of_members(
         named = [(name, parameter.grad) for name, parameter in named if parameter.grad is not None]
     else:
         named += named_buffers
-    # isinstance through Parameter's metaclass is slow: test each type once.
-    if any(issubclass(kind, UninitializedTensorMixin) for kind in {type(t) for _, t in named}):
-        named = [(n, t) for n, t in named if not isinstance(t, UninitializedTensorMixin)]
-    return compute_stats(named, progress)
+    return compute_stats(without_lazy(named), progress)
 
 
-__all__ = ["Stats", "TensorStats", "compute_stats", "stats_of_members", "stats_table"]
+def without_lazy(named: list[tuple[str, TensorT]]) -> list[tuple[str, TensorT]]:
+    """``named`` without its lazy tensors, which hold no values yet (``named`` itself if none)."""
+    # isinstance through Parameter's metaclass is slow: each type is tested once.
+    types = set(map(type, map(itemgetter(1), named)))
+    if not any(issubclass(kind, UninitializedTensorMixin) for kind in types):
+        return named
+    return [(n, t) for n, t in named if not isinstance(t, UninitializedTensorMixin)]
+
+
+__all__ = [
+    "Stats",
+    "TensorStats",
+    "compute_stats",
+    "stats_of_members",
+    "stats_table",
+    "without_lazy",
+]
