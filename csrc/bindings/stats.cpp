@@ -2,6 +2,7 @@
 // result that keeps its rows in C++ until they are read.
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cmath>
 #include <initializer_list>
@@ -43,23 +44,47 @@ py::tuple new_tuple(std::initializer_list<PyObject*> items) {
   return tuple;
 }
 
+// The exponents of a row as TensorStats.exponents holds them: a list of
+// (e, count) pairs; None where the row has no values (meta, complex).
+PyObject* exponents_of(const TensorStats& stats) {
+  if (stats.kind != StatsKind::values) {
+    return Py_NewRef(Py_None);
+  }
+  PyObject* pairs = PyList_New(static_cast<Py_ssize_t>(stats.magnitudes.exponents.size()));
+  if (pairs == nullptr) {
+    return nullptr;
+  }
+  Py_ssize_t index = 0;
+  for (auto [exponent, count] : stats.magnitudes.exponents) {
+    PyObject* pair = Py_BuildValue("(iL)", exponent, static_cast<long long>(count));
+    if (pair == nullptr) {
+      Py_DECREF(pairs);
+      return nullptr;
+    }
+    PyList_SET_ITEM(pairs, index++, pair);
+  }
+  return pairs;
+}
+
 // The figures of one row as torchwalk.TensorStats holds them after its name:
-// (numel, mean, std, min, max, absmax, l2, zeros, nans, infs). None where the
-// tensor has no such figure: all but numel for meta and empty tensors, all
-// but the counts and l2 for complex ones. The kernels keep NaN-free extremes
+// (numel, mean, std, min, max, absmax, l2, zeros, nans, infs, exponents).
+// None where the tensor has no such figure: all but numel for meta and empty
+// tensors, all but the counts and l2 for complex ones; exponents unless
+// `exponents` (the table counted them). The kernels keep NaN-free extremes
 // and count the NaNs; torch's extremes are NaN then, and so are these.
-py::tuple figures_of(const TensorStats& stats) {
+py::tuple figures_of(const TensorStats& stats, bool exponents) {
   const Moments& m = stats.moments;
   auto none = [] { return Py_NewRef(Py_None); };
+  PyObject* exponent_pairs = exponents ? exponents_of(stats) : none();
   if (stats.kind == StatsKind::numel_only || m.count == 0) {
     return new_tuple({PyLong_FromLongLong(stats.numel), none(), none(), none(), none(), none(),
-                      none(), none(), none(), none()});
+                      none(), none(), none(), none(), exponent_pairs});
   }
   PyObject* l2 = PyFloat_FromDouble(std::sqrt(m.sum_squares));
   if (stats.kind == StatsKind::counts_and_l2) {
     return new_tuple({PyLong_FromLongLong(stats.numel), none(), none(), none(), none(), none(), l2,
                       PyLong_FromLongLong(m.zeros), PyLong_FromLongLong(m.nans),
-                      PyLong_FromLongLong(m.infs)});
+                      PyLong_FromLongLong(m.infs), exponent_pairs});
   }
   constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   double count = static_cast<double>(m.count);
@@ -69,7 +94,7 @@ py::tuple figures_of(const TensorStats& stats) {
                     PyFloat_FromDouble(std), PyFloat_FromDouble(has_nan ? kNaN : m.min),
                     PyFloat_FromDouble(has_nan ? kNaN : m.max),
                     PyFloat_FromDouble(has_nan ? kNaN : m.absmax), l2, PyLong_FromLongLong(m.zeros),
-                    PyLong_FromLongLong(m.nans), PyLong_FromLongLong(m.infs)});
+                    PyLong_FromLongLong(m.nans), PyLong_FromLongLong(m.infs), exponent_pairs});
 }
 
 // Holds a NaN, an Inf, or nothing but zeros.
@@ -86,6 +111,7 @@ bool is_anomalous(const TensorStats& stats) {
 // each cost more than reading ten thousand small tensors).
 struct StatsTable {
   std::vector<TensorStats> rows;
+  MagnitudeRequest request;  // what the rows' magnitudes hold
 
   const TensorStats& at(py::handle index) const {
     Py_ssize_t position = PyNumber_AsSsize_t(index.ptr(), PyExc_IndexError);
@@ -174,24 +200,34 @@ void bind_stats(py::module_& m) {
           [](py::iterable tables) {
             StatsTable joined;
             for (py::handle table : tables) {
-              const auto& rows = table.cast<const StatsTable&>().rows;
-              joined.rows.insert(joined.rows.end(), rows.begin(), rows.end());
+              const auto& part = table.cast<const StatsTable&>();
+              joined.rows.insert(joined.rows.end(), part.rows.begin(), part.rows.end());
+              joined.request = part.request;
             }
             return joined;
           },
-          "The rows of several tables, in order.")
+          "The rows of several tables (of the same request), in order.")
       .def(
           "figures",
-          [](const StatsTable& table, py::handle row) { return figures_of(table.at(row)); },
-          "(numel, mean, std, min, max, absmax, l2, zeros, nans, infs) of a row.")
+          [](const StatsTable& table, py::handle row) {
+            return figures_of(table.at(row), table.request.exponents);
+          },
+          "(numel, mean, std, min, max, absmax, l2, zeros, nans, infs, exponents) of a row.")
+      .def(
+          "reached",
+          [](const StatsTable& table, py::handle row) { return table.at(row).magnitudes.at_least; },
+          "For each edge asked for, how many finite values of a row have |x| >= edge (x as "
+          "float32).")
       .def(
           "merged_figures",
-          [](const StatsTable& table, py::iterable rows) { return figures_of(table.merged(rows)); },
+          [](const StatsTable& table, py::iterable rows) {
+            return figures_of(table.merged(rows), table.request.exponents);
+          },
           "The figures of several rows' tensors as if concatenated.")
       .def(
           "grouped",
           [](const StatsTable& table, py::iterable groups) {
-            StatsTable grouped;
+            StatsTable grouped{{}, table.request};
             for (py::handle group : groups) {
               grouped.rows.push_back(table.merged(py::reinterpret_borrow<py::iterable>(group)));
             }
@@ -201,7 +237,9 @@ void bind_stats(py::module_& m) {
           "tensors were concatenated.")
       .def(
           "total_figures",
-          [](const StatsTable& table) { return figures_of(merge_stats(table.rows)); },
+          [](const StatsTable& table) {
+            return figures_of(merge_stats(table.rows), table.request.exponents);
+          },
           "The figures of all rows' tensors as if concatenated.")
       .def(
           "anomalous",
@@ -256,11 +294,22 @@ void bind_stats(py::module_& m) {
           "infs) of rows[i], with the global tensors' numels.");
   m.def(
       "tensor_stats",
-      [](py::list tensors, const std::string& path) {
-        return StatsTable{stats_of_tensor_list(tensors.ptr(), stats_path(path))};
+      [](py::list tensors, const std::string& path, bool exponents, std::vector<float> edges) {
+        MagnitudeRequest request{exponents, std::move(edges)};
+        for (float edge : request.edges) {
+          if (!(edge > 0)) {
+            throw py::value_error("edges must be positive, got " + std::to_string(edge));
+          }
+        }
+        std::vector<TensorStats> rows =
+            stats_of_tensor_list(tensors.ptr(), stats_path(path), request);
+        return StatsTable{std::move(rows), std::move(request)};
       },
-      py::arg("tensors"), py::arg("path") = "kernels",
-      "Statistics of each tensor in one pass, a row each of a StatsTable.");
+      py::arg("tensors"), py::arg("path") = "kernels", py::arg("exponents") = false,
+      py::arg("edges") = std::vector<float>{},
+      "Statistics of each tensor in one pass, a row each of a StatsTable; with `exponents`, "
+      "each real tensor's exponent counts, and for each of `edges` how many of its finite "
+      "values have |x| >= edge (x as float32).");
   m.def(
       "readable_tensors",
       [](py::list items, bool grads) {

@@ -175,7 +175,8 @@ PyObject* device_name(int16_t device_code) {
   return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
 }
 
-std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path) {
+std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path,
+                                              const MagnitudeRequest& request) {
   std::vector<at::Tensor> unpacked;
   Py_ssize_t count = PyList_GET_SIZE(tensors);
   unpacked.reserve(static_cast<size_t>(count));
@@ -191,7 +192,7 @@ std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path)
   // The statistics touch no Python object: other threads run while they read.
   PyThreadState* saved = PyEval_SaveThread();
   try {
-    std::vector<TensorStats> stats = tensor_stats(unpacked, path);
+    std::vector<TensorStats> stats = tensor_stats(unpacked, path, request);
     PyEval_RestoreThread(saved);
     return stats;
   } catch (const c10::Error& error) {

@@ -50,6 +50,7 @@ PyObject* readable_tensors(PyObject* items, bool grads, PyObject* parameter_clas
 
 // tensor_stats() of a Python list of tensors, read with the GIL released.
 // Raises std::invalid_argument for tensors the statistics cannot read.
-std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path);
+std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path,
+                                              const MagnitudeRequest& request);
 
 }  // namespace torchwalk

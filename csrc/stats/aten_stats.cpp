@@ -1,9 +1,14 @@
 #include "stats/aten_stats.h"
 
+#include <ATen/ops/bincount.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/frexp.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/view_as_real.h>
 #include <ATen/ops/zeros_like.h>
+
+#include <vector>
 
 namespace torchwalk {
 
@@ -24,6 +29,25 @@ at::Tensor aten_partials(const at::Tensor& tensor) {
   return at::stack({count, values.sum(), values.var(/*unbiased=*/false).mul(count),
                     values.square().sum(), values.min(), values.max(), values.abs().max(), zeros,
                     nans, infs});
+}
+
+at::Tensor aten_counts(const at::Tensor& tensor, const MagnitudeRequest& request,
+                       ExponentRange range) {
+  at::Tensor values = tensor.to(at::kDouble);
+  at::Tensor counted = values.isfinite().logical_and(values.ne(0));
+  std::vector<at::Tensor> blocks;
+  if (range.count > 0) {
+    // frexp's mantissa lies in [0.5, 1): the exponent e of 2^e <= |x| is one less.
+    at::Tensor exponents = std::get<1>(at::frexp(values.masked_select(counted)));
+    at::Tensor bins = exponents.to(at::kLong).sub(1 + range.lowest);
+    blocks.push_back(at::bincount(bins, {}, range.count).to(at::kDouble));
+  }
+  // Rounded to float32 first, as torch casts float64 to narrower formats.
+  at::Tensor magnitudes = values.masked_select(counted).abs().to(at::kFloat);
+  for (float edge : request.edges) {
+    blocks.push_back(magnitudes.ge(edge).sum().to(at::kDouble).reshape({1}));
+  }
+  return at::cat(blocks);
 }
 
 }  // namespace torchwalk

@@ -3,17 +3,18 @@
 #include "stats/tensor_stats.h"
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/stack.h>
+#include <ATen/ops/cat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "stats/aten_stats.h"
 #include "stats/cpu/cpu_stats.h"
-#include "stats/partials.h"
+#include "stats/device_results.h"
 #include "stats/segments.h"
 #ifdef TORCHWALK_WITH_CUDA
 #include "stats/cuda/cuda_stats.h"
@@ -44,6 +45,36 @@ void Moments::merge(const Moments& other) {
   infs += other.infs;
 }
 
+void Magnitudes::merge(const Magnitudes& other) {
+  if (at_least.size() < other.at_least.size()) {
+    at_least.resize(other.at_least.size(), 0);
+  }
+  for (size_t edge = 0; edge < other.at_least.size(); ++edge) {
+    at_least[edge] += other.at_least[edge];
+  }
+  if (other.exponents.empty()) {
+    return;
+  }
+  // Both lists are sorted by exponent: merged as such.
+  std::vector<std::pair<int32_t, int64_t>> joined;
+  joined.reserve(exponents.size() + other.exponents.size());
+  auto mine = exponents.begin();
+  auto theirs = other.exponents.begin();
+  while (mine != exponents.end() || theirs != other.exponents.end()) {
+    if (theirs == other.exponents.end() ||
+        (mine != exponents.end() && mine->first < theirs->first)) {
+      joined.push_back(*mine++);
+    } else if (mine == exponents.end() || theirs->first < mine->first) {
+      joined.push_back(*theirs++);
+    } else {
+      joined.emplace_back(mine->first, mine->second + theirs->second);
+      ++mine;
+      ++theirs;
+    }
+  }
+  exponents = std::move(joined);
+}
+
 namespace {
 
 // Tensors of one device read by one kind of code, and their rows.
@@ -64,14 +95,56 @@ DeviceGroup& group_of(std::vector<DeviceGroup>& groups, c10::Device device) {
   return groups.back();
 }
 
-// Merges per-piece partials copied back from a device into the rows.
-void merge_partials(const at::Tensor& partials_on_host, const std::vector<Segment>& segments,
-                    const std::vector<size_t>& rows, std::vector<TensorStats>& results) {
-  const double* fields = partials_on_host.const_data_ptr<double>();
-  for (size_t piece = 0; piece < segments.size(); ++piece) {
-    results[rows[static_cast<size_t>(segments[piece].tensor)]].moments.merge(
-        moments_from_partials(fields + piece * kPartialFields));
+// What a device hands back (see device_results.h), and where.
+struct DeviceResults {
+  at::Tensor buffer;  // on the device until all devices have started
+  std::vector<Segment> segments;
+  CountsLayout counts;
+};
+
+// Merges a device's results, copied back, into the rows of its group.
+void merge_device_results(const at::Tensor& on_host, const DeviceResults& device,
+                          const std::vector<size_t>& rows, size_t edges,
+                          std::vector<TensorStats>& results) {
+  const double* values = on_host.const_data_ptr<double>();
+  for (size_t piece = 0; piece < device.segments.size(); ++piece) {
+    results[rows[static_cast<size_t>(device.segments[piece].tensor)]].moments.merge(
+        moments_from_partials(values + piece * kPartialFields));
   }
+  for (size_t tensor = 0; tensor < device.counts.starts.size(); ++tensor) {
+    if (device.counts.starts[tensor] >= 0) {
+      results[rows[tensor]].magnitudes = magnitudes_from_counts(
+          values + device.counts.starts[tensor], device.counts.ranges[tensor], edges);
+    }
+  }
+}
+
+std::vector<c10::ScalarType> dtypes_of(const DeviceGroup& group) {
+  std::vector<c10::ScalarType> dtypes;
+  for (const at::Tensor* tensor : group.tensors) {
+    dtypes.push_back(tensor->scalar_type());
+  }
+  return dtypes;
+}
+
+// A group's results through ATen's reductions.
+DeviceResults aten_results(const DeviceGroup& group, const MagnitudeRequest& request) {
+  DeviceResults device;
+  std::vector<at::Tensor> blocks;
+  for (size_t index = 0; index < group.tensors.size(); ++index) {
+    blocks.push_back(aten_partials(*group.tensors[index]));
+    device.segments.push_back(
+        Segment{static_cast<int64_t>(index), 0, group.tensors[index]->numel()});
+  }
+  device.counts =
+      plan_counts(dtypes_of(group), request, static_cast<int64_t>(blocks.size()) * kPartialFields);
+  for (size_t index = 0; index < group.tensors.size(); ++index) {
+    if (device.counts.starts[index] >= 0) {
+      blocks.push_back(aten_counts(*group.tensors[index], request, device.counts.ranges[index]));
+    }
+  }
+  device.buffer = at::cat(blocks);
+  return device;
 }
 
 }  // namespace
@@ -103,7 +176,12 @@ bool runs_here(StatsPath path) {
   }
 }
 
-std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path) {
+std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path,
+                                      const MagnitudeRequest& request) {
+  if (request.edges.size() > kMaxEdges) {
+    throw std::invalid_argument("torchwalk.stats: at most " + std::to_string(kMaxEdges) +
+                                " edges, got " + std::to_string(request.edges.size()));
+  }
   std::vector<TensorStats> results(tensors.size());
   DeviceGroup on_cpu;
   std::vector<DeviceGroup> by_kernel;  // CUDA devices, when built with CUDA
@@ -118,6 +196,8 @@ std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, St
     }
     if (tensor.is_complex()) {
       result.kind = StatsKind::counts_and_l2;
+    } else {
+      result.magnitudes.at_least.assign(request.edges.size(), 0);  // an empty tensor's
     }
     if (result.numel == 0) {
       continue;
@@ -140,40 +220,40 @@ std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, St
 
   // Devices first, so that their work overlaps the CPU pass; each device's
   // results come back in one copy, after everything has been started.
-  std::vector<std::pair<at::Tensor, std::vector<Segment>>> pending;
+  std::vector<DeviceResults> pending;
   std::vector<const DeviceGroup*> pending_groups;
 #ifdef TORCHWALK_WITH_CUDA
   for (const DeviceGroup& group : by_kernel) {
-    cuda::PendingStats launched = cuda::launch_stats(group.tensors);
-    pending.emplace_back(std::move(launched.partials), std::move(launched.segments));
+    cuda::PendingStats launched = cuda::launch_stats(group.tensors, request);
+    pending.push_back(DeviceResults{std::move(launched.buffer), std::move(launched.segments),
+                                    std::move(launched.counts)});
     pending_groups.push_back(&group);
   }
 #endif
   for (const DeviceGroup& group : by_aten) {
-    std::vector<at::Tensor> partials;
-    std::vector<Segment> segments;
-    for (size_t index = 0; index < group.tensors.size(); ++index) {
-      partials.push_back(aten_partials(*group.tensors[index]));
-      segments.push_back(Segment{static_cast<int64_t>(index), 0, group.tensors[index]->numel()});
-    }
-    pending.emplace_back(at::stack(partials), std::move(segments));
+    pending.push_back(aten_results(group, request));
     pending_groups.push_back(&group);
   }
 
   if (!on_cpu.tensors.empty()) {
-    std::vector<Moments> moments =
-        path == StatsPath::avx512_cpu ? cpu::cpu_stats(on_cpu.tensors, cpu::KernelBuild::avx512)
-        : path == StatsPath::avx2_cpu ? cpu::cpu_stats(on_cpu.tensors, cpu::KernelBuild::avx2)
-        : path == StatsPath::portable_cpu
-            ? cpu::cpu_stats(on_cpu.tensors, cpu::KernelBuild::portable)
-            : cpu::cpu_stats(on_cpu.tensors);
+    const cpu::KernelBuild build = path == StatsPath::avx512_cpu     ? cpu::KernelBuild::avx512
+                                   : path == StatsPath::avx2_cpu     ? cpu::KernelBuild::avx2
+                                   : path == StatsPath::portable_cpu ? cpu::KernelBuild::portable
+                                                                     : cpu::fastest_build();
+    std::vector<Magnitudes> magnitudes;
+    std::vector<Moments> moments = cpu::cpu_stats(on_cpu.tensors, build, request, magnitudes);
     for (size_t index = 0; index < moments.size(); ++index) {
-      results[on_cpu.rows[index]].moments = moments[index];
+      TensorStats& result = results[on_cpu.rows[index]];
+      result.moments = moments[index];
+      if (!magnitudes.empty() && result.kind == StatsKind::values) {
+        result.magnitudes = std::move(magnitudes[index]);
+      }
     }
   }
   for (size_t device = 0; device < pending.size(); ++device) {
-    at::Tensor on_host = pending[device].first.to(at::kCPU).contiguous();
-    merge_partials(on_host, pending[device].second, pending_groups[device]->rows, results);
+    at::Tensor on_host = pending[device].buffer.to(at::kCPU).contiguous();
+    merge_device_results(on_host, pending[device], pending_groups[device]->rows,
+                         request.edges.size(), results);
   }
   return results;
 }
@@ -184,6 +264,7 @@ TensorStats merge_stats(const std::vector<TensorStats>& rows) {
     total.numel += row.numel;
     total.kind = std::max(total.kind, row.kind);  // numel alone beats counts beats values
     total.moments.merge(row.moments);
+    total.magnitudes.merge(row.magnitudes);
   }
   return total;
 }

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace at {
@@ -41,10 +42,47 @@ struct Moments {
 // Which figures a tensor has: all; counts and l2 (complex); numel alone (meta).
 enum class StatsKind : uint8_t { values, counts_and_l2, numel_only };
 
+// What the magnitudes of the finite non-zero values are, when asked for
+// (MagnitudeRequest): the figures that tell whether a tensor fits a narrower
+// floating-point format.
+struct Magnitudes {
+  // (e, the number of values with 2^e <= |x| < 2^(e+1)), by increasing e,
+  // only the e that occur.
+  std::vector<std::pair<int32_t, int64_t>> exponents;
+  // For each of the request's edges, the number of values with |x| >= edge,
+  // x rounded to float32 first (as torch's casts to narrower formats do).
+  std::vector<int64_t> at_least;
+
+  void merge(const Magnitudes& other);
+};
+
+struct MagnitudeRequest {
+  bool exponents = false;
+  std::vector<float> edges;  // at most kMaxEdges, each positive
+
+  bool any() const { return exponents || !edges.empty(); }
+};
+constexpr size_t kMaxEdges = 32;
+
+// The binary exponents of the finite non-zero values of each element type:
+// float64 (and the integers, read as float64) from -1074 to 1023, every
+// narrower floating type (read as float32) from -149 to 127.
+struct ExponentRange {
+  int32_t lowest;
+  int32_t count;
+};
+constexpr ExponentRange kFloat64Exponents{-1074, 2098};
+constexpr ExponentRange kFloat32Exponents{-149, 277};
+
+constexpr ExponentRange exponent_range(bool read_as_float64) {
+  return read_as_float64 ? kFloat64Exponents : kFloat32Exponents;
+}
+
 struct TensorStats {
   int64_t numel = 0;
   StatsKind kind = StatsKind::values;
   Moments moments;
+  Magnitudes magnitudes;  // empty unless requested, and for complex tensors
 };
 
 // Which code reads the tensors: the kernels (the fastest the machine and the
@@ -63,8 +101,10 @@ bool runs_here(StatsPath path);
 void check_readable(const at::Tensor& tensor, std::size_t row);
 
 // The statistics of each tensor, in order, each checked by check_readable
-// first. Call without the GIL: nothing here touches Python.
-std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path);
+// first, with the magnitudes `request` asks for (of real tensors). Call
+// without the GIL: nothing here touches Python.
+std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path,
+                                      const MagnitudeRequest& request = {});
 
 // The statistics of all of `rows` as if their tensors were concatenated.
 TensorStats merge_stats(const std::vector<TensorStats>& rows);

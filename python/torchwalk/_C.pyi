@@ -135,9 +135,9 @@ def walk_named(
 # tensors), m2 the sum of squared deviations from the mean; min, max and
 # absmax leave NaNs out (they are counted in nans).
 #
-# Figures: (numel, mean, std, min, max, absmax, l2, zeros, nans, infs), the
-# fields of torchwalk.TensorStats after its name, None where the tensor has
-# no such figure.
+# Figures: (numel, mean, std, min, max, absmax, l2, zeros, nans, infs,
+# exponents), the fields of torchwalk.TensorStats after its name, None where
+# the tensor has no such figure (exponents: unless the table counted them).
 
 Moments = tuple[float, float, float, float, float, float, float, float, float, float]
 Figures = tuple[
@@ -151,6 +151,7 @@ Figures = tuple[
     int | None,
     int | None,
     int | None,
+    list[tuple[int, int]] | None,
 ]
 
 class StatsTable:
@@ -160,6 +161,8 @@ class StatsTable:
     @staticmethod
     def concatenated(tables: Iterable[StatsTable], /) -> StatsTable: ...
     def figures(self, row: int, /) -> Figures: ...
+    # For each edge the table was asked for, the finite values with |x| >= edge.
+    def reached(self, row: int, /) -> list[int]: ...
     def merged_figures(self, rows: Iterable[int], /) -> Figures: ...  # as if concatenated
     def total_figures(self) -> Figures: ...
     # A row per group of row indices, merged as if concatenated.
@@ -176,7 +179,14 @@ class StatsTable:
 # build of the CPU kernel for CPU tensors ("avx512_cpu", "avx2_cpu",
 # "portable_cpu": the last runs on any x86-64), or "aten" (ATen reductions
 # for every tensor). All but "kernels" are for tests and benchmarks.
-def tensor_stats(tensors: list[torch.Tensor], path: str = "kernels") -> StatsTable: ...
+# exponents: count each real tensor's binary exponents; edges (at most 32,
+# positive): count the finite values with |x| >= edge, x rounded to float32.
+def tensor_stats(
+    tensors: list[torch.Tensor],
+    path: str = "kernels",
+    exponents: bool = False,
+    edges: list[float] = ...,
+) -> StatsTable: ...
 def stats_paths() -> list[str]: ...  # the paths this machine can take
 
 # The tensors with values among `items` (tensors and Nones), or among their

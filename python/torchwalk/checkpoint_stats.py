@@ -35,7 +35,10 @@ _TORCH_DTYPES = {
 
 
 def checkpoint_stats(
-    checkpoint: Checkpoint, *, progress: Callable[[int], None] | None = None
+    checkpoint: Checkpoint,
+    *,
+    progress: Callable[[int], None] | None = None,
+    exponents: bool = False,
 ) -> Stats:
     """The statistics of every tensor of ``checkpoint``, a row each, in its order.
 
@@ -43,6 +46,7 @@ def checkpoint_stats(
         checkpoint (Checkpoint): what :func:`torchwalk.checkpoints.open_checkpoint` gave.
         progress (callable, optional): called with the bytes read after each
             window of a file.
+        exponents (bool): also count each tensor's binary exponents.
 
     Returns:
         Stats: a row per tensor, named by its key.
@@ -51,7 +55,7 @@ def checkpoint_stats(
         CheckpointError: if a file is shorter than its header says, or a
             distributed checkpoint's data cannot be loaded.
     """
-    reader = _WindowReader(progress)
+    reader = _WindowReader(progress, exponents)
     names = list(checkpoint)
     unreadable: set[int] = set()
     by_file: dict[str, list[tuple[int, TensorEntry]]] = {}
@@ -75,11 +79,12 @@ def checkpoint_stats(
 class _WindowReader:
     """Windows of a file mapped one at a time, their tensors handed to the kernels at once."""
 
-    def __init__(self, progress: Callable[[int], None] | None) -> None:
+    def __init__(self, progress: Callable[[int], None] | None, exponents: bool) -> None:
         self.pending: list[torch.Tensor] = []  # pieces to describe, in the current window
         self.owners: list[int] = []  # the tensor each piece belongs to, pending and done
         self.tables: list[_C.StatsTable] = []
         self.progress = progress
+        self.exponents = exponents
 
     def add_tensor(self, index: int, tensor: torch.Tensor) -> None:
         self.pending.append(tensor)
@@ -192,7 +197,7 @@ class _WindowReader:
 
     def _describe_pending(self) -> None:
         if self.pending:
-            self.tables.append(_C.tensor_stats(self.pending))
+            self.tables.append(_C.tensor_stats(self.pending, exponents=self.exponents))
             self.pending = []
 
     def finish(self, count: int) -> _C.StatsTable:

@@ -124,6 +124,7 @@ class ParamTree:
         grads: bool = False,
         buffers: bool = False,
         *,
+        exponents: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> Stats:
         """The value statistics, all tensors read in one pass.
@@ -134,6 +135,9 @@ class ParamTree:
                 Default: ``False``.
             buffers (bool): add a row per buffer (of a tree walked with
                 buffers) after the parameters. Default: ``False``.
+            exponents (bool): also count the binary exponents of each
+                tensor's values (``TensorStats.exponents``), in the same
+                pass. Default: ``False``.
             progress (callable, optional): called with the bytes read after
                 each batch of tensors (see :func:`torchwalk.value_stats.compute_stats`).
 
@@ -149,12 +153,13 @@ class ParamTree:
         if self._checkpoint is not None:
             if grads:
                 raise ValueError("a checkpoint holds no gradients: grads=True needs a module")
-            return checkpoint_stats(self._checkpoint, progress=progress)
+            return checkpoint_stats(self._checkpoint, progress=progress, exponents=exponents)
         return stats_of_members(
             self.named_parameters(),
             self.named_buffers() if buffers else [],
             grads=grads,
             progress=progress,
+            exponents=exponents,
         )
 
     def render(self, name: str | None = None, depth: int | None = None, ascii: bool = False) -> str:
@@ -272,15 +277,18 @@ def summary(source: Source, depth: int | None = None, **open_options: bool) -> S
     return walk(source, **open_options).summary(depth)
 
 
-def stats(source: Source, grads: bool = False, **open_options: bool) -> Stats:
-    """``walk(source, buffers=False).stats(grads)``; ``open_options`` are :func:`walk`'s.
+def stats(
+    source: Source, grads: bool = False, *, exponents: bool = False, **open_options: bool
+) -> Stats:
+    """``walk(source, buffers=False).stats(grads, exponents=exponents)``;
+    ``open_options`` are :func:`walk`'s.
 
     A module's parameters are found by :func:`torchwalk.named_parameters`
     directly: the statistics need no snapshot.
     """
     if isinstance(source, nn.Module):
-        return stats_of_members(named_parameters(source), [], grads=grads)
-    return walk(source, buffers=False, **open_options).stats(grads=grads)
+        return stats_of_members(named_parameters(source), [], grads=grads, exponents=exponents)
+    return walk(source, buffers=False, **open_options).stats(grads=grads, exponents=exponents)
 
 
 def render(

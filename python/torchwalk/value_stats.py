@@ -47,6 +47,11 @@ class TensorStats:
         mean, std, min, max, absmax, l2 (float or None): ``std`` uses
             ``correction=1`` (NaN for one element, as torch gives it).
         zeros, nans, infs (int or None): elements equal to 0 (-0.0 too), NaN, ±Inf.
+        exponents (list of (int, int), or None): with ``exponents=True``, the
+            pairs ``(e, count)``, by increasing ``e``, of the finite non-zero
+            elements with ``2**e <= |x| < 2**(e+1)`` (only the ``e`` that occur);
+            counted in the same pass. None otherwise, and where the value
+            fields are None but for empty tensors (``[]``).
     """
 
     name: str
@@ -60,6 +65,7 @@ class TensorStats:
     zeros: int | None
     nans: int | None
     infs: int | None
+    exponents: list[tuple[int, int]] | None = None
 
     @property
     def anomaly(self) -> str | None:
@@ -212,6 +218,10 @@ _COLUMN_TITLES = (
 )
 
 
+_FIGURE_FIELDS = [field.name for field in fields(TensorStats)[1 : len(_COLUMN_TITLES)]]
+"""The fields the table shows after the name (the exponents stay in to_dict)."""
+
+
 def _cells(row: TensorStats) -> list[str]:
     """The text cells of a row: figures to 4 significant digits, ``-`` for None."""
 
@@ -220,13 +230,15 @@ def _cells(row: TensorStats) -> list[str]:
             return "-"
         return str(value) if isinstance(value, int) else f"{value:.4g}"
 
-    figures = [getattr(row, field.name) for field in fields(TensorStats)[1:]]
+    figures = [getattr(row, field) for field in _FIGURE_FIELDS]
     return [row.name, *(text(value) for value in figures), row.anomaly or ""]
 
 
 def compute_stats(
     named_tensors: Sequence[tuple[str, torch.Tensor]],
     progress: Callable[[int], None] | None = None,
+    *,
+    exponents: bool = False,
 ) -> Stats:
     """The :class:`Stats` of named tensors, one row each, in order.
 
@@ -238,6 +250,8 @@ def compute_stats(
         progress (callable, optional): called with the bytes read after each
             batch; the tensors are then read in batches of about
             :data:`BATCH_BYTES` instead of all at once.
+        exponents (bool): also count the binary exponents of each real
+            tensor's values (``TensorStats.exponents``), in the same pass.
 
     Sharded tensors (DTensor) get the figures of the global tensor on every
     rank: each rank reads its local shard, and the partial results are merged
@@ -249,17 +263,26 @@ def compute_stats(
             wrapper subclass without storage).
     """
     names = [name for name, _ in named_tensors]
-    return Stats(names, stats_table([tensor for _, tensor in named_tensors], progress))
+    tensors = [tensor for _, tensor in named_tensors]
+    return Stats(names, stats_table(tensors, progress, exponents=exponents))
 
 
 def stats_table(
-    tensors: Sequence[torch.Tensor], progress: Callable[[int], None] | None = None
+    tensors: Sequence[torch.Tensor],
+    progress: Callable[[int], None] | None = None,
+    *,
+    exponents: bool = False,
+    edges: Sequence[float] = (),
 ) -> _C.StatsTable:
-    """The statistics of ``tensors``, a row each, kept in C++ (see :func:`compute_stats`)."""
+    """The statistics of ``tensors``, a row each, kept in C++ (see :func:`compute_stats`).
+
+    ``edges``: for each, count the finite values with ``|x| >= edge`` (``x``
+    rounded to float32 first), read with ``StatsTable.reached``.
+    """
     # Sharded tensors are read where they lie (each rank its shard), then merged.
     parts, sharded = local_parts(tensors)
     if progress is None:
-        table = _C.tensor_stats(parts)
+        table = _C.tensor_stats(parts, exponents=exponents, edges=list(edges))
     else:
         batch: list[torch.Tensor] = []
         batch_bytes = 0
@@ -269,7 +292,7 @@ def stats_table(
                 batch.append(tensor)
                 batch_bytes += tensor.numel() * tensor.element_size()
             if batch and (tensor is None or batch_bytes >= BATCH_BYTES):
-                tables.append(_C.tensor_stats(batch))
+                tables.append(_C.tensor_stats(batch, exponents=exponents, edges=list(edges)))
                 progress(batch_bytes)
                 batch, batch_bytes = [], 0
         table = _C.StatsTable.concatenated(tables)
@@ -284,6 +307,7 @@ def stats_of_members(
     *,
     grads: bool = False,
     progress: Callable[[int], None] | None = None,
+    exponents: bool = False,
 ) -> Stats:
     """The :class:`Stats` of a model's parameters (or their gradients), then buffers.
 
@@ -296,7 +320,7 @@ def stats_of_members(
         named = [(name, parameter.grad) for name, parameter in named if parameter.grad is not None]
     else:
         named += named_buffers
-    return compute_stats(without_lazy(named), progress)
+    return compute_stats(without_lazy(named), progress, exponents=exponents)
 
 
 def without_lazy(named: list[tuple[str, TensorT]]) -> list[tuple[str, TensorT]]:

@@ -361,15 +361,75 @@ struct Lanes {
   }
 };
 
+// The binary exponent e of a finite non-zero value (2^e <= |value| < 2^(e+1)),
+// read from its bits, subnormals included; false for zero, NaN and Inf.
+inline bool binary_exponent(float value, int32_t* exponent) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const uint32_t biased = (bits >> 23) & 0xFFu;
+  const uint32_t fraction = bits & 0x7FFFFFu;
+  if (biased == 0xFFu || (biased == 0 && fraction == 0)) {
+    return false;
+  }
+  // A subnormal is fraction * 2^-149: its exponent is that of its top bit.
+  *exponent = biased != 0 ? static_cast<int32_t>(biased) - 127
+                          : (31 - __builtin_clz(fraction)) + kFloat32Exponents.lowest;
+  return true;
+}
+
+inline bool binary_exponent(double value, int32_t* exponent) {
+  uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const uint64_t biased = (bits >> 52) & 0x7FFu;
+  const uint64_t fraction = bits & ((uint64_t{1} << 52) - 1);
+  if (biased == 0x7FFu || (biased == 0 && fraction == 0)) {
+    return false;
+  }
+  *exponent = biased != 0 ? static_cast<int32_t>(biased) - 1023
+                          : (63 - __builtin_clzll(fraction)) + kFloat64Exponents.lowest;
+  return true;
+}
+
+// Counts one value's magnitude (nothing for zero, NaN and Inf). One value at
+// a time: a histogram is a scatter, which SIMD does not speed up.
+template <typename Value>
+inline void count_magnitude(Value value, MagnitudeCounters& counters) {
+  int32_t exponent;
+  if (!binary_exponent(value, &exponent)) {
+    return;
+  }
+  if (counters.exponent_bins != nullptr) {
+    const int32_t bin = exponent - kFloat64Exponents.lowest;
+    ++counters.exponent_bins[bin];
+    counters.lowest_touched = bin < counters.lowest_touched ? bin : counters.lowest_touched;
+    counters.highest_touched = bin > counters.highest_touched ? bin : counters.highest_touched;
+  }
+  // Rounded to float32 first, as torch casts float64 to narrower formats.
+  const float magnitude = std::fabs(static_cast<float>(value));
+  for (int64_t edge = 0; edge < counters.edge_count; ++edge) {
+    counters.at_least[edge] += magnitude >= counters.edges[edge];
+  }
+}
+
+template <typename Value>
+inline void count_group(const Group<Value>& group, MagnitudeCounters& counters) {
+  Value values[kLanes];
+  std::memcpy(values, &group, sizeof values);
+  for (Value value : values) {
+    count_magnitude(value, counters);
+  }
+}
+
 // How far ahead of the element being read a contiguous run asks for memory:
 // without it the loop waits on memory; 4 KiB ahead is far enough to hide
 // that wait, and larger distances gained nothing.
 constexpr int64_t kPrefetchBytes = 4096;
 
-// Adds `count` elements, `stride` apart (1 when Contiguous), to `lanes`.
-template <typename Element, bool Contiguous>
+// Adds `count` elements, `stride` apart (1 when Contiguous), to `lanes`, and
+// when Counting their magnitudes to `magnitudes`.
+template <typename Element, bool Contiguous, bool Counting>
 void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first, int64_t count,
-             int64_t stride, double shift, const float* table) {
+             int64_t stride, double shift, const float* table, MagnitudeCounters* magnitudes) {
   const int64_t step = Contiguous ? 1 : stride;
   // A local copy, so that the accumulators live in registers: stores into
   // `lanes` could alias the elements read, and would be kept in memory.
@@ -383,12 +443,20 @@ void add_run(Lanes<typename Reader<Element>::Value>& lanes, const Element* first
       // on memory at a third of what one core can read.
       __builtin_prefetch(reinterpret_cast<const char*>(first + index) + kPrefetchBytes);
     }
-    local.add(load_group<Element, Contiguous>(first + index * step, step, table), shifts);
+    const auto group = load_group<Element, Contiguous>(first + index * step, step, table);
+    local.add(group, shifts);
+    if constexpr (Counting) {
+      count_group(group, *magnitudes);
+    }
   }
   lanes = local;
   // Not in `local`: indexing a lane would keep all of it in memory.
   for (int lane = 0; index < count; ++index, ++lane) {
-    lanes.add_one(lane, Reader<Element>::decode(first + index * step, table), shift);
+    const auto value = Reader<Element>::decode(first + index * step, table);
+    lanes.add_one(lane, value, shift);
+    if constexpr (Counting) {
+      count_magnitude(value, *magnitudes);
+    }
   }
   // The sums turned NaN or infinite here (or already were): count this run's
   // NaNs and infinities.
@@ -426,8 +494,9 @@ void for_each_row(const StridedView& view, int64_t begin, int64_t end, Visit vis
   }
 }
 
-template <typename Element>
-Moments accumulate_real(const StridedView& view, int64_t begin, int64_t end) {
+template <typename Element, bool Counting>
+Moments accumulate_real(const StridedView& view, int64_t begin, int64_t end,
+                        MagnitudeCounters* magnitudes) {
   using Value = typename Reader<Element>::Value;
   Moments moments;
   moments.count = end - begin;
@@ -445,10 +514,11 @@ Moments accumulate_real(const StridedView& view, int64_t begin, int64_t end) {
     for (int64_t done = 0; done < count;) {
       int64_t piece = smaller(count - done, kCountFlushElements - since_flush);
       if (stride == 1) {
-        add_run<Element, true>(lanes, first + done, piece, 1, shift, view.byte_float_table);
+        add_run<Element, true, Counting>(lanes, first + done, piece, 1, shift,
+                                         view.byte_float_table, magnitudes);
       } else {
-        add_run<Element, false>(lanes, first + done * stride, piece, stride, shift,
-                                view.byte_float_table);
+        add_run<Element, false, Counting>(lanes, first + done * stride, piece, stride, shift,
+                                          view.byte_float_table, magnitudes);
       }
       done += piece;
       since_flush += piece;
@@ -461,6 +531,15 @@ Moments accumulate_real(const StridedView& view, int64_t begin, int64_t end) {
   lanes.flush_counts(moments);
   lanes.finish(moments, shift);
   return moments;
+}
+
+// The counting loops only where counts are asked for: the plain ones keep
+// the registers to themselves.
+template <typename Element>
+Moments read_real(const StridedView& view, int64_t begin, int64_t end,
+                  MagnitudeCounters* magnitudes) {
+  return magnitudes != nullptr ? accumulate_real<Element, true>(view, begin, end, magnitudes)
+                               : accumulate_real<Element, false>(view, begin, end, nullptr);
 }
 
 // Complex elements: the counts (an element is zero, NaN or infinite when
@@ -485,36 +564,37 @@ Moments accumulate_complex(const StridedView& view, int64_t begin, int64_t end) 
 
 }  // namespace
 
-Moments TORCHWALK_KERNEL_NAME(const StridedView& view, int64_t begin, int64_t end) {
+Moments TORCHWALK_KERNEL_NAME(const StridedView& view, int64_t begin, int64_t end,
+                              MagnitudeCounters* magnitudes) {
   switch (view.type) {
     case ElementType::float64:
-      return accumulate_real<double>(view, begin, end);
+      return read_real<double>(view, begin, end, magnitudes);
     case ElementType::float32:
-      return accumulate_real<float>(view, begin, end);
+      return read_real<float>(view, begin, end, magnitudes);
     case ElementType::float16:
-      return accumulate_real<_Float16>(view, begin, end);
+      return read_real<_Float16>(view, begin, end, magnitudes);
     case ElementType::bfloat16:
-      return accumulate_real<BFloat16Bits>(view, begin, end);
+      return read_real<BFloat16Bits>(view, begin, end, magnitudes);
     case ElementType::byte_float:
-      return accumulate_real<ByteFloat>(view, begin, end);
+      return read_real<ByteFloat>(view, begin, end, magnitudes);
     case ElementType::int8:
-      return accumulate_real<int8_t>(view, begin, end);
+      return read_real<int8_t>(view, begin, end, magnitudes);
     case ElementType::uint8:
-      return accumulate_real<uint8_t>(view, begin, end);
+      return read_real<uint8_t>(view, begin, end, magnitudes);
     case ElementType::int16:
-      return accumulate_real<int16_t>(view, begin, end);
+      return read_real<int16_t>(view, begin, end, magnitudes);
     case ElementType::uint16:
-      return accumulate_real<uint16_t>(view, begin, end);
+      return read_real<uint16_t>(view, begin, end, magnitudes);
     case ElementType::int32:
-      return accumulate_real<int32_t>(view, begin, end);
+      return read_real<int32_t>(view, begin, end, magnitudes);
     case ElementType::uint32:
-      return accumulate_real<uint32_t>(view, begin, end);
+      return read_real<uint32_t>(view, begin, end, magnitudes);
     case ElementType::int64:
-      return accumulate_real<int64_t>(view, begin, end);
+      return read_real<int64_t>(view, begin, end, magnitudes);
     case ElementType::uint64:
-      return accumulate_real<uint64_t>(view, begin, end);
+      return read_real<uint64_t>(view, begin, end, magnitudes);
     case ElementType::boolean:
-      return accumulate_real<uint8_t>(view, begin, end);  // torch's bool is one byte, 0 or 1
+      return read_real<uint8_t>(view, begin, end, magnitudes);  // torch's bool is one byte, 0 or 1
     case ElementType::complex32:
       return accumulate_complex<_Float16>(view, begin, end);
     case ElementType::complex64:

@@ -8,7 +8,9 @@
 #include <c10/util/Float8_e5m2fnuz.h>
 #include <c10/util/Float8_e8m0fnu.h>
 
+#include <algorithm>
 #include <array>
+#include <vector>
 
 #include "stats/cpu/strided_view.h"
 #include "stats/segments.h"
@@ -132,6 +134,52 @@ int64_t append_layout(const at::Tensor& tensor, std::vector<int64_t>& sizes,
   return static_cast<int64_t>(sizes.size() - first);
 }
 
+bool is_complex(ElementType type) {
+  return type == ElementType::complex32 || type == ElementType::complex64 ||
+         type == ElementType::complex128;
+}
+
+// One thread's counters for the kernel's magnitudes, reset for each segment,
+// and what a segment counted, as Magnitudes.
+class MagnitudeScratch {
+ public:
+  explicit MagnitudeScratch(const MagnitudeRequest& request)
+      : bins_(request.exponents ? static_cast<size_t>(kFloat64Exponents.count) : 0),
+        at_least_(request.edges.size()) {
+    counters_.exponent_bins = bins_.empty() ? nullptr : bins_.data();
+    counters_.edges = request.edges.data();
+    counters_.edge_count = static_cast<int64_t>(request.edges.size());
+    counters_.at_least = at_least_.data();
+  }
+
+  MagnitudeCounters* reset() {
+    // Only the bins the last segment touched are non-zero.
+    for (int32_t bin = counters_.lowest_touched; bin <= counters_.highest_touched; ++bin) {
+      bins_[static_cast<size_t>(bin)] = 0;
+    }
+    counters_.lowest_touched = kFloat64Exponents.count;
+    counters_.highest_touched = -1;
+    std::fill(at_least_.begin(), at_least_.end(), 0);
+    return &counters_;
+  }
+
+  Magnitudes counted() const {
+    Magnitudes counted;
+    for (int32_t bin = counters_.lowest_touched; bin <= counters_.highest_touched; ++bin) {
+      if (int64_t count = bins_[static_cast<size_t>(bin)]; count != 0) {
+        counted.exponents.emplace_back(bin + kFloat64Exponents.lowest, count);
+      }
+    }
+    counted.at_least = at_least_;
+    return counted;
+  }
+
+ private:
+  std::vector<int64_t> bins_;
+  std::vector<int64_t> at_least_;
+  MagnitudeCounters counters_;
+};
+
 }  // namespace
 
 bool cpu_runs(KernelBuild build) {
@@ -151,16 +199,18 @@ bool cpu_runs(KernelBuild build) {
   return false;
 }
 
-std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors) {
+KernelBuild fastest_build() {
   for (KernelBuild build : {KernelBuild::avx512, KernelBuild::avx2}) {
     if (cpu_runs(build)) {
-      return cpu_stats(tensors, build);
+      return build;
     }
   }
-  return cpu_stats(tensors, KernelBuild::portable);
+  return KernelBuild::portable;
 }
 
-std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, KernelBuild build) {
+std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, KernelBuild build,
+                               const MagnitudeRequest& request,
+                               std::vector<Magnitudes>& magnitudes) {
   std::vector<StridedView> views(tensors.size());
   std::vector<int64_t> sizes;  // of every view, one after the other
   std::vector<int64_t> strides;
@@ -188,19 +238,31 @@ std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, Ke
                     : build == KernelBuild::avx2 ? accumulate_avx2
                                                  : accumulate_portable;
   std::vector<Moments> segment_moments(plan.segments.size());
+  std::vector<Magnitudes> segment_magnitudes(request.any() ? plan.segments.size() : 0);
   at::parallel_for(0, plan.chunk_count(), 1, [&](int64_t first_chunk, int64_t end_chunk) {
+    MagnitudeScratch scratch(request);
     for (int64_t segment = plan.chunk_starts[static_cast<size_t>(first_chunk)];
          segment < plan.chunk_starts[static_cast<size_t>(end_chunk)]; ++segment) {
       const Segment& piece = plan.segments[static_cast<size_t>(segment)];
+      const StridedView& view = views[static_cast<size_t>(piece.tensor)];
+      const bool counting = request.any() && !is_complex(view.type);
       segment_moments[static_cast<size_t>(segment)] =
-          accumulate(views[static_cast<size_t>(piece.tensor)], piece.begin, piece.end);
+          accumulate(view, piece.begin, piece.end, counting ? scratch.reset() : nullptr);
+      if (counting) {
+        segment_magnitudes[static_cast<size_t>(segment)] = scratch.counted();
+      }
     }
   });
 
   // In segment order, whatever thread computed which: the same sums every time.
   std::vector<Moments> moments(tensors.size());
+  magnitudes.assign(segment_magnitudes.empty() ? 0 : tensors.size(), Magnitudes{});
   for (size_t segment = 0; segment < plan.segments.size(); ++segment) {
-    moments[static_cast<size_t>(plan.segments[segment].tensor)].merge(segment_moments[segment]);
+    const auto tensor = static_cast<size_t>(plan.segments[segment].tensor);
+    moments[tensor].merge(segment_moments[segment]);
+    if (!segment_magnitudes.empty()) {
+      magnitudes[tensor].merge(segment_magnitudes[segment]);
+    }
   }
   return moments;
 }

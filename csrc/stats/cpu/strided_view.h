@@ -45,10 +45,29 @@ struct StridedView {
   const int64_t* strides = nullptr;
 };
 
-// The Moments of elements [begin, end) of `view` in its iteration order; one
+// Where the kernel counts magnitudes (see Magnitudes in tensor_stats.h), in
+// plain arrays the caller owns and zeroes.
+struct MagnitudeCounters {
+  // kFloat64Exponents.count counters, one per binary exponent e at
+  // e - kFloat64Exponents.lowest; null when exponents are not counted. The
+  // kernel widens [lowest_touched, highest_touched] to cover what it counted
+  // (the caller sets them to an empty range, lowest above highest).
+  int64_t* exponent_bins = nullptr;
+  int32_t lowest_touched = 0;
+  int32_t highest_touched = -1;
+  const float* edges = nullptr;
+  int64_t edge_count = 0;
+  int64_t* at_least = nullptr;  // edge_count counters
+};
+
+// The Moments of elements [begin, end) of `view` in its iteration order, and,
+// when `magnitudes` is not null, their magnitudes added to its counters; one
 // function per build of the kernel.
-Moments accumulate_portable(const StridedView& view, int64_t begin, int64_t end);
-Moments accumulate_avx2(const StridedView& view, int64_t begin, int64_t end);
-Moments accumulate_avx512(const StridedView& view, int64_t begin, int64_t end);
+Moments accumulate_portable(const StridedView& view, int64_t begin, int64_t end,
+                            MagnitudeCounters* magnitudes);
+Moments accumulate_avx2(const StridedView& view, int64_t begin, int64_t end,
+                        MagnitudeCounters* magnitudes);
+Moments accumulate_avx512(const StridedView& view, int64_t begin, int64_t end,
+                          MagnitudeCounters* magnitudes);
 
 }  // namespace torchwalk::cpu

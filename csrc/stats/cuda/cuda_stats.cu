@@ -2,23 +2,27 @@
 //
 // The tensors' elements are cut into segments as on the CPU (segments.h);
 // each thread block reads one segment, in place (strided views included),
-// and writes its partials (partials.h) to a device buffer that the caller
-// copies back once, after every device has been started. Blocks reduce in
-// shared memory in a fixed tree, so results do not vary from run to run.
+// and writes its partials to a device buffer (device_results.h) that the
+// caller copies back once, after every device has been started. Blocks
+// reduce in shared memory in a fixed tree, so results do not vary from run
+// to run. Magnitudes, when asked for, are counted in shared memory and added
+// to their tensor's counters with atomics: integer counts, so the order of
+// the additions does not change them.
 
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <vector>
 
 #include "stats/cuda/cuda_stats.h"
-#include "stats/partials.h"
 
 namespace torchwalk::cuda {
 namespace {
@@ -34,6 +38,15 @@ struct DeviceView {
   int64_t dims;
   int64_t sizes[kMaxDims];
   int64_t strides[kMaxDims];
+  int64_t counts_start;     // of its magnitude counts in the buffer
+  int32_t lowest_exponent;  // of its exponent range
+  int32_t exponent_bins;    // 0 when exponents are not counted
+};
+
+// The request's edges, passed by value to the kernel.
+struct EdgeList {
+  float values[kMaxEdges];
+  int32_t count;
 };
 
 struct DeviceSegment {
@@ -97,6 +110,27 @@ __device__ __forceinline__ double widen(Element element) {
   }
 }
 
+// Counts a value's magnitude in the block's shared counters (nothing for
+// zero, NaN and Inf), as the CPU kernel does.
+__device__ __forceinline__ void count_magnitude(double value, const DeviceView& view,
+                                                const EdgeList& edges, unsigned int* bins,
+                                                unsigned int* reached) {
+  const double magnitude = fabs(value);
+  if (!(magnitude > 0 && magnitude < INFINITY)) {
+    return;
+  }
+  if (view.exponent_bins > 0) {
+    atomicAdd(&bins[ilogb(magnitude) - view.lowest_exponent], 1u);
+  }
+  // Rounded to float32 first, as torch casts float64 to narrower formats.
+  const float rounded = static_cast<float>(magnitude);
+  for (int32_t edge = 0; edge < edges.count; ++edge) {
+    if (rounded >= edges.values[edge]) {
+      atomicAdd(&reached[edge], 1u);
+    }
+  }
+}
+
 // Same accumulators as one CPU lane (csrc/stats/cpu/accumulate.cpp).
 struct Accumulators {
   double shifted_sum;
@@ -110,12 +144,25 @@ struct Accumulators {
   unsigned long long infs;
 };
 
-template <typename Element>
+template <typename Element, bool Counting>
 __global__ void __launch_bounds__(kThreads)
-    stats_kernel(const DeviceView* views, const DeviceSegment* segments, double* partials) {
+    stats_kernel(const DeviceView* views, const DeviceSegment* segments, double* results,
+                 EdgeList edges) {
   const DeviceSegment segment = segments[blockIdx.x];
   const DeviceView& view = views[segment.view];
   const auto* data = static_cast<const Element*>(view.data);
+
+  __shared__ unsigned int bins[Counting ? kFloat64Exponents.count : 1];
+  __shared__ unsigned int reached[Counting ? kMaxEdges : 1];
+  if constexpr (Counting) {
+    for (int32_t bin = threadIdx.x; bin < view.exponent_bins; bin += kThreads) {
+      bins[bin] = 0;
+    }
+    for (int32_t edge = threadIdx.x; edge < edges.count; edge += kThreads) {
+      reached[edge] = 0;
+    }
+    __syncthreads();
+  }
 
   const double first = widen(data[element_offset(view, segment.begin)]);
   const double shift = isfinite(first) ? first : 0.0;
@@ -134,6 +181,9 @@ __global__ void __launch_bounds__(kThreads)
     mine.zeros += value == 0;
     mine.nans += value != value;
     mine.infs += magnitude == INFINITY;
+    if constexpr (Counting) {
+      count_magnitude(value, view, edges, bins, reached);
+    }
   }
 
   __shared__ Accumulators block[kThreads];
@@ -155,6 +205,19 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
   }
+  if constexpr (Counting) {  // every count is in (the reduction synchronised the block)
+    double* counts = results + view.counts_start;
+    for (int32_t bin = threadIdx.x; bin < view.exponent_bins; bin += kThreads) {
+      if (bins[bin] != 0) {
+        atomicAdd(&counts[bin], static_cast<double>(bins[bin]));
+      }
+    }
+    for (int32_t edge = threadIdx.x; edge < edges.count; edge += kThreads) {
+      if (reached[edge] != 0) {
+        atomicAdd(&counts[view.exponent_bins + edge], static_cast<double>(reached[edge]));
+      }
+    }
+  }
   if (threadIdx.x == 0) {
     const Accumulators& total = block[0];
     double count = static_cast<double>(segment.end - segment.begin);
@@ -162,7 +225,7 @@ __global__ void __launch_bounds__(kThreads)
     if (isnan(m2) && total.nans == 0 && total.infs == 0) {
       m2 = INFINITY;  // Inf - Inf from squares that overflowed
     }
-    double* out = partials + segment.partial * kPartialFields;
+    double* out = results + segment.partial * kPartialFields;
     out[0] = count;
     out[1] = shift * count + total.shifted_sum;
     out[2] = m2 < 0 ? 0.0 : m2;
@@ -189,7 +252,8 @@ at::Tensor upload(const std::vector<Record>& records, c10::Device device) {
 
 }  // namespace
 
-PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors) {
+PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors,
+                          const MagnitudeRequest& request) {
   TORCH_CHECK(!tensors.empty(), "torchwalk.stats: no tensors to launch");
   c10::Device device = tensors.front()->device();
   c10::cuda::CUDAGuard guard(device);
@@ -210,13 +274,25 @@ PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors) {
     std::vector<DeviceSegment> segments;
   };
   std::map<c10::ScalarType, Launch> launches;
+  std::vector<c10::ScalarType> dtypes;
+  for (const at::Tensor* tensor : tensors) {
+    dtypes.push_back(tensor->scalar_type());
+  }
+  const int64_t partials_end = static_cast<int64_t>(plan.segments.size()) * kPartialFields;
+  pending.counts = plan_counts(dtypes, request, partials_end);
   std::vector<DeviceView> views(tensors.size());
   for (size_t index = 0; index < tensors.size(); ++index) {
     TORCH_CHECK(describe(*tensors[index], views[index]),
                 "torchwalk.stats: a CUDA view with more "
                 "than ",
                 kMaxDims, " non-contiguous dimensions is not supported");
+    views[index].counts_start = pending.counts.starts[index];
+    views[index].lowest_exponent = pending.counts.ranges[index].lowest;
+    views[index].exponent_bins = pending.counts.ranges[index].count;
   }
+  EdgeList edges{};
+  edges.count = static_cast<int32_t>(request.edges.size());
+  std::copy(request.edges.begin(), request.edges.end(), edges.values);
   std::vector<int64_t> view_in_launch(tensors.size(), -1);
   for (size_t piece = 0; piece < plan.segments.size(); ++piece) {
     const Segment& segment = plan.segments[piece];
@@ -231,18 +307,26 @@ PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors) {
         DeviceSegment{view, segment.begin, segment.end, static_cast<int64_t>(piece)});
   }
 
-  pending.partials = at::empty({static_cast<int64_t>(plan.segments.size()), kPartialFields},
-                               at::TensorOptions(at::kDouble).device(device));
-  double* partials = pending.partials.mutable_data_ptr<double>();
+  // Zeroed only when counters are added into (the partials are written).
+  const auto buffer_options = at::TensorOptions(at::kDouble).device(device);
+  pending.buffer = request.any() ? at::zeros({pending.counts.end}, buffer_options)
+                                 : at::empty({pending.counts.end}, buffer_options);
+  double* results = pending.buffer.mutable_data_ptr<double>();
   for (auto& [dtype, launch] : launches) {
     at::Tensor device_views = upload(launch.views, device);
     at::Tensor device_segments = upload(launch.segments, device);
     auto blocks = static_cast<unsigned int>(launch.segments.size());
+    const auto* view_records = reinterpret_cast<const DeviceView*>(device_views.const_data_ptr());
+    const auto* segment_records =
+        reinterpret_cast<const DeviceSegment*>(device_segments.const_data_ptr());
     AT_DISPATCH_V2(dtype, "torchwalk_stats", AT_WRAP([&] {
-                     stats_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-                         reinterpret_cast<const DeviceView*>(device_views.const_data_ptr()),
-                         reinterpret_cast<const DeviceSegment*>(device_segments.const_data_ptr()),
-                         partials);
+                     if (request.any()) {
+                       stats_kernel<scalar_t, true><<<blocks, kThreads, 0, stream>>>(
+                           view_records, segment_records, results, edges);
+                     } else {
+                       stats_kernel<scalar_t, false><<<blocks, kThreads, 0, stream>>>(
+                           view_records, segment_records, results, edges);
+                     }
                    }),
                    AT_EXPAND(AT_ALL_TYPES), at::kHalf, at::kBFloat16, at::kBool,
                    AT_EXPAND(AT_FLOAT8_TYPES), AT_EXPAND(AT_BAREBONES_UNSIGNED_TYPES));

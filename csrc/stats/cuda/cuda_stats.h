@@ -8,17 +8,21 @@
 
 #include <vector>
 
+#include "stats/device_results.h"
 #include "stats/segments.h"
 
 namespace torchwalk::cuda {
 
 struct PendingStats {
-  at::Tensor partials;            // [segments, kPartialFields] float64, on the device
+  at::Tensor buffer;              // float64, on the device (see device_results.h)
   std::vector<Segment> segments;  // `tensor` indexes the tensors launched
+  CountsLayout counts;
 };
 
 // Launches the statistics of `tensors` (real or bool, all on one CUDA device,
-// each with at least one element) on the device's current stream.
-PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors);
+// each with at least one element), with the magnitudes `request` asks for,
+// on the device's current stream.
+PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors,
+                          const MagnitudeRequest& request);
 
 }  // namespace torchwalk::cuda
