@@ -44,8 +44,8 @@ cuda-build: $(STAMPS)/cuda-installed
 	$(CUDA_BIN)/python -c "import torch, torchwalk; print('torchwalk imports under torch', torch.__version__, 'CUDA', torch.version.cuda, '| stats paths:', torchwalk._C.stats_paths())"
 	$(CUDA_BIN)/python -m pytest tests
 
-# The comparisons with Lightning and accelerate need them installed (they are
-# benchmark-only dependencies, pinned next to torch so pip keeps it).
+# The tools the benchmarks compare with (requirements-bench.txt) are installed
+# in the same pip run as torch and the dev requirements, so that pip keeps torch.
 bench: $(STAMPS)/installed $(STAMPS)/bench-deps
 	$(BIN)/torchwalk bench
 	$(BIN)/python -m pytest benchmarks

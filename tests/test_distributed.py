@@ -1,4 +1,4 @@
-"""Sharded models (issue 6): summaries, ties and statistics over DTensor parameters.
+"""Sharded models (issue 6): summaries, ties, statistics and the monitor over DTensor parameters.
 
 Real process groups: 2 and 4 ranks on this machine, gloo over loopback,
 spawned from a child interpreter with a timeout (so a hang fails the test).
@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ import torchwalk as tw
 from helpers.command_line import run_example
 from helpers.module_trees import run_child
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed")
 
@@ -124,8 +126,8 @@ def check_stats_fully_sharded() -> None:
     fully_shard(model)
     _train_step(model, tokens)
     for grads in (False, True):
-        ours = tw.stats(model, grads=grads)
-        _assert_same_stats(ours, tw.stats(reference, grads=grads))
+        ours = tw.stats(model, grads=grads, exponents=True)
+        _assert_same_stats(ours, tw.stats(reference, grads=grads, exponents=True))
         _assert_same_on_every_rank(ours.to_json())  # text: NaN equals NaN
 
 
@@ -149,9 +151,140 @@ def check_stats_hand_placed() -> None:
             for name, value in values.items()
         }
     )
-    ours = tw.stats(sharded)
-    _assert_same_stats(ours, tw.stats(plain))
+    ours = tw.stats(sharded, exponents=True)
+    _assert_same_stats(ours, tw.stats(plain, exponents=True))
     _assert_same_on_every_rank(ours.to_json())  # text: NaN equals NaN
+
+
+class Stack(nn.Module):
+    """`layers` blocks between an input and a one-output head. Odd widths shard
+    unevenly; the head's one row leaves rank 1 of 2 an empty shard."""
+
+    def __init__(self, layers: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(5, 7)
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(7, 9), nn.GELU(), nn.Linear(9, 7)) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(7)
+        self.head = nn.Linear(7, 1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(inputs)
+        for layer in self.layers:
+            hidden = hidden + layer(hidden)
+        return self.head(self.norm(hidden))  # type: ignore[no-any-return]
+
+
+def build_stack(layers: int, *, sharded: bool) -> Stack:
+    """The same model on every rank; sharded, each layer its own FSDP2 unit, then the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = Stack(layers)
+    if sharded:
+        for layer in model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+    return model
+
+
+FORMATS = ["bfloat16", "float8_e4m3fn"]
+
+
+def check_monitor_fully_sharded() -> None:
+    """A monitor of an FSDP2 model logs the unsharded model's figures, on every rank."""
+    batch = torch.randn(6, 5, generator=torch.Generator().manual_seed(3))
+    figures = []
+    for sharded in (False, True):
+        model = build_stack(3, sharded=sharded)
+        optimizer = _train_until_logging(model, batch)
+        monitor = tw.Monitor(model, depth=2, weights=True, optimizer=optimizer, formats=FORMATS)
+        figures.append(monitor.step())
+    head_weight: Any = model.head.weight  # a DTensor: mypy sees a Tensor
+    assert _gathered(head_weight.to_local().numel()) == [7, 0]
+    expected, ours = figures
+    assert expected is not None and ours is not None
+    assert {key.split("/")[0] for key in expected} == {"grad", "weight", "exp_avg", "exp_avg_sq"}
+    assert ours.keys() == expected.keys()
+    mismatched = {
+        key: (value, expected[key])
+        for key, value in ours.items()
+        if not (
+            value == expected[key]
+            # Counts over an exact numel.
+            if key.endswith(("/zeros", "/nonfinite")) or "flow:" in key
+            else math.isclose(value, expected[key], rel_tol=1e-6, abs_tol=1e-9)
+        )
+    }
+    assert not mismatched, mismatched
+    assert expected["grad/total/underflow:float8_e4m3fn"] > 0  # the counts are compared
+    _assert_same_on_every_rank(sorted(ours.items()))
+
+
+def check_monitor_collectives() -> None:
+    """A logging step issues one all-gather for 3 layers as for 30; other steps, none."""
+    assert _collectives_during(lambda: dist.all_reduce(torch.zeros(1))) == ["c10d::allreduce_"]
+    batch = torch.randn(6, 5, generator=torch.Generator().manual_seed(3))
+    for layers in (3, 30):
+        model = build_stack(layers, sharded=True)
+        optimizer = _train_until_logging(model, batch)
+        some_weight: Any = model.embed.weight  # a DTensor: mypy sees a Tensor
+        # DTensor's own collectives (functional ones) are counted too.
+        assert _collectives_during(some_weight.full_tensor) == [
+            "_c10d_functional::all_gather_into_tensor"
+        ]
+        monitor = tw.Monitor(model, every=2, weights=True, optimizer=optimizer, formats=FORMATS)
+        per_call = [_collectives_during(monitor.step) for _ in range(4)]
+        assert per_call == [[], ["c10d::allgather_"], [], ["c10d::allgather_"]], (layers, per_call)
+
+
+def _train_until_logging(model: nn.Module, batch: torch.Tensor) -> torch.optim.Optimizer:
+    """One AdamW step, then the next backward: where a monitor logs (the optimizer has states).
+
+    Every rank trains on the same batch: FSDP2's reduce-scatter averages the
+    ranks' gradients, and the average of equal ones is the unsharded gradient.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(batch).square().mean().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    model(batch).square().mean().backward()
+    return optimizer
+
+
+class _CollectiveLog(TorchDispatchMode):
+    """The collectives issued under it, by operator name.
+
+    Counted at the dispatcher, which every ``torch.distributed`` call
+    (``c10d::`` operators) and every functional collective, as DTensor issues
+    them (``_c10d_functional::``), passes through.
+    """
+
+    _NOT_COLLECTIVES = ("_c10d_functional::wait_tensor", "_c10d_functional::_wrap_tensor_autograd")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collectives: list[str] = []
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        name = func.name()
+        if func.namespace in ("c10d", "_c10d_functional") and name not in self._NOT_COLLECTIVES:
+            self.collectives.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _collectives_during(call: Callable[[], object]) -> list[str]:
+    log = _CollectiveLog()
+    with log:
+        call()
+    return log.collectives
 
 
 def _train_step(model: TiedModel, tokens: torch.Tensor) -> None:
@@ -238,6 +371,14 @@ def test_stats_of_a_fully_sharded_model(world: int) -> None:
 @pytest.mark.parametrize("world", [2, 4])
 def test_stats_of_hand_placed_dtensors(world: int) -> None:
     run_ranks(world, check_stats_hand_placed)
+
+
+def test_monitor_of_a_fully_sharded_model() -> None:
+    run_ranks(2, check_monitor_fully_sharded)
+
+
+def test_monitor_collectives_per_logging_step_do_not_grow_with_the_model() -> None:
+    run_ranks(2, check_monitor_collectives)
 
 
 def test_the_torchrun_example_runs() -> None:

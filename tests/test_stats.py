@@ -117,7 +117,7 @@ def test_long_tail_of_small_tensors_match_one_by_one() -> None:
 def _state(table: _C.StatsTable) -> str:
     """Everything a table holds, bit for bit (repr: NaN equals NaN)."""
     rows = range(len(table))
-    return repr((table.moments(rows), [table.figures(row) for row in rows]))
+    return repr((table.partials(rows), [table.figures(row) for row in rows]))
 
 
 def test_kernels_take_the_fastest_cpu_build_this_machine_runs() -> None:
@@ -312,7 +312,7 @@ tensors = [torch.randn(n, generator=g) * 10 + 3 for n in (300_001, 70_000, 5, 1_
 tensors.append(torch.randn(700, 900, generator=g).t())
 table = _C.tensor_stats(tensors)
 rows = range(len(table))
-print(torch.get_num_threads(), repr((table.moments(rows), [table.figures(row) for row in rows])))
+print(torch.get_num_threads(), repr((table.partials(rows), [table.figures(row) for row in rows])))
 """
 
 

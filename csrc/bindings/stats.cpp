@@ -7,6 +7,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@ namespace torchwalk {
 namespace py = pybind11;
 
 namespace {
+
+constexpr size_t kMomentFields = 10;  // a partial's fields before its edge counts
 
 // A tuple of new references, built with CPython's own calls (pybind11's
 // make_tuple costs several times as much). Releases them all when one is
@@ -135,20 +138,31 @@ struct StatsTable {
   }
 };
 
-// Moments as Python sees them (_C.pyi's Moments), and back: the rows ranks
-// exchange to merge a sharded tensor's statistics.
-py::tuple moments_to_python(const Moments& m) {
-  return py::make_tuple(m.count, m.sum, m.m2, m.sum_squares, m.min, m.max, m.absmax, m.zeros,
-                        m.nans, m.infs);
+// A row's partial as ranks exchange it to merge a sharded tensor's statistics
+// (_C.pyi's Partial): its Moments, then how many values reached each edge.
+py::tuple partial_to_python(const TensorStats& stats) {
+  const Moments& m = stats.moments;
+  py::tuple partial(kMomentFields + stats.magnitudes.at_least.size());
+  size_t field = 0;
+  for (double value :
+       {static_cast<double>(m.count), m.sum, m.m2, m.sum_squares, m.min, m.max, m.absmax,
+        static_cast<double>(m.zeros), static_cast<double>(m.nans), static_cast<double>(m.infs)}) {
+    partial[field++] = value;
+  }
+  for (int64_t reached : stats.magnitudes.at_least) {
+    partial[field++] = static_cast<double>(reached);
+  }
+  return partial;
 }
 
-Moments moments_from_python(py::handle partial) {
+// Adds a partial from Python to `stats`, which has `edges` edges.
+void merge_partial(py::handle partial, size_t edges, TensorStats& stats) {
   auto fields = py::reinterpret_borrow<py::sequence>(partial);
-  if (fields.size() != 10) {
-    throw py::value_error(
-        "a partial has 10 fields (count, sum, m2, sum_squares, min, max, "
-        "absmax, zeros, nans, infs), got " +
-        std::to_string(fields.size()));
+  if (fields.size() != kMomentFields + edges) {
+    throw py::value_error("a partial has " + std::to_string(kMomentFields + edges) +
+                          " fields (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, "
+                          "infs, then one per edge), got " +
+                          std::to_string(fields.size()));
   }
   // All read as floats: they come as float64 from a collective.
   auto value = [&](size_t index) { return fields[index].cast<double>(); };
@@ -163,7 +177,12 @@ Moments moments_from_python(py::handle partial) {
   m.zeros = static_cast<int64_t>(value(7));
   m.nans = static_cast<int64_t>(value(8));
   m.infs = static_cast<int64_t>(value(9));
-  return m;
+  stats.moments.merge(m);
+  Magnitudes reached;
+  for (size_t edge = 0; edge < edges; ++edge) {
+    reached.at_least.push_back(static_cast<int64_t>(value(kMomentFields + edge)));
+  }
+  stats.magnitudes.merge(reached);
 }
 
 struct NamedStatsPath {
@@ -254,20 +273,30 @@ void bind_stats(py::module_& m) {
           },
           "The rows holding a NaN, an Inf, or nothing but zeros.")
       .def(
-          "moments",
+          "partials",
           [](const StatsTable& table, py::iterable rows) {
             py::list found;
             for (py::handle row : rows) {
-              found.append(moments_to_python(table.at(row).moments));
+              found.append(partial_to_python(table.at(row)));
             }
             return found;
           },
-          "(count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs) of each of `rows`: "
-          "what merged_across_ranks merges.")
+          "(count, sum, m2, sum_squares, min, max, absmax, zeros, nans, infs, then the count "
+          "of each edge) of each of `rows`: what merged_across_ranks merges.")
+      .def(
+          "exponent_lists",
+          [](const StatsTable& table, py::iterable rows) {
+            py::list found;
+            for (py::handle row : rows) {
+              found.append(table.at(row).magnitudes.exponents);
+            }
+            return found;
+          },
+          "The (e, count) pairs of each of `rows` (empty unless the table counted exponents).")
       .def(
           "merged_across_ranks",
-          [](const StatsTable& table, py::iterable rows, py::sequence per_rank,
-             py::iterable numels) {
+          [](const StatsTable& table, py::iterable rows, py::sequence per_rank, py::iterable numels,
+             std::optional<py::sequence> exponents_per_rank) {
             StatsTable merged = table;
             auto numel = numels.begin();
             size_t index = 0;
@@ -278,9 +307,18 @@ void bind_stats(py::module_& m) {
               TensorStats stats = table.at(row);
               stats.numel = numel->cast<int64_t>();
               stats.moments = Moments{};
+              stats.magnitudes = Magnitudes{};
               for (py::handle rank : per_rank) {  // in rank order: the same on every rank
-                auto partials = py::reinterpret_borrow<py::sequence>(rank);
-                stats.moments.merge(moments_from_python(partials[index]));
+                merge_partial(py::reinterpret_borrow<py::sequence>(rank)[index],
+                              table.request.edges.size(), stats);
+              }
+              if (exponents_per_rank) {
+                for (py::handle rank : *exponents_per_rank) {
+                  Magnitudes counted;
+                  counted.exponents = py::reinterpret_borrow<py::sequence>(rank)[index]
+                                          .cast<std::vector<std::pair<int32_t, int64_t>>>();
+                  stats.magnitudes.merge(counted);
+                }
               }
               merged.rows[static_cast<size_t>(row.cast<Py_ssize_t>())] = stats;
               ++numel;
@@ -289,9 +327,14 @@ void bind_stats(py::module_& m) {
             return merged;
           },
           py::arg("rows"), py::arg("per_rank"), py::arg("numels"),
+          py::arg("exponents_per_rank") = py::none(),
           "A copy whose `rows` are merged from every rank's partials of them, "
-          "`per_rank[rank][i]` = (count, sum, m2, sum_squares, min, max, absmax, zeros, nans, "
-          "infs) of rows[i], with the global tensors' numels.");
+          "`per_rank[rank][i]` = partials(rows)[i] on that rank, and, if given, "
+          "`exponents_per_rank[rank][i]` = exponent_lists(rows)[i] there, with the global "
+          "tensors' numels.")
+      .def_property_readonly(
+          "counts_exponents", [](const StatsTable& table) { return table.request.exponents; },
+          "Whether the rows hold exponent counts.");
   m.def(
       "tensor_stats",
       [](py::list tensors, const std::string& path, bool exponents, std::vector<float> edges) {

@@ -130,16 +130,16 @@ def walk_named(
 
 # --- Bulk value statistics (csrc/stats/). ------------------------------------
 #
-# Moments: (count, sum, m2, sum_squares, min, max, absmax, zeros, nans,
-# infs), what ranks merge. count is the elements read (0 for empty and meta
-# tensors), m2 the sum of squared deviations from the mean; min, max and
-# absmax leave NaNs out (they are counted in nans).
+# A partial: (count, sum, m2, sum_squares, min, max, absmax, zeros, nans,
+# infs, then the count of each edge), what ranks merge. count is the
+# elements read (0 for empty and meta tensors), m2 the sum of squared
+# deviations from the mean; min, max and absmax leave NaNs out (they are
+# counted in nans).
 #
 # Figures: (numel, mean, std, min, max, absmax, l2, zeros, nans, infs,
 # exponents), the fields of torchwalk.TensorStats after its name, None where
 # the tensor has no such figure (exponents: unless the table counted them).
 
-Moments = tuple[float, float, float, float, float, float, float, float, float, float]
 Figures = tuple[
     int,
     float | None,
@@ -168,11 +168,21 @@ class StatsTable:
     # A row per group of row indices, merged as if concatenated.
     def grouped(self, groups: Iterable[Iterable[int]], /) -> StatsTable: ...
     def anomalous(self) -> list[int]: ...  # rows with a NaN, an Inf, or only zeros
-    def moments(self, rows: Iterable[int], /) -> list[Moments]: ...
+    # What ranks exchange to merge sharded rows: (count, sum, m2, sum_squares,
+    # min, max, absmax, zeros, nans, infs, then the count of each edge).
+    def partials(self, rows: Iterable[int], /) -> list[tuple[float, ...]]: ...
+    def exponent_lists(self, rows: Iterable[int], /) -> list[list[tuple[int, int]]]: ...
+    @property
+    def counts_exponents(self) -> bool: ...
     # A copy whose `rows` are merged, in rank order, from per_rank[rank][i],
-    # the moments of rows[i] on that rank, with the global tensors' numels.
+    # the partials of rows[i] on that rank (and exponents_per_rank[rank][i],
+    # its exponent_lists), with the global tensors' numels.
     def merged_across_ranks(
-        self, rows: list[int], per_rank: list[list[list[float]]], numels: list[int]
+        self,
+        rows: list[int],
+        per_rank: list[list[list[float]]],
+        numels: list[int],
+        exponents_per_rank: list[list[Any]] | None = None,
     ) -> StatsTable: ...
 
 # path: "kernels" (the CPU and CUDA kernels, ATen on other devices), one

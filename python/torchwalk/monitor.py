@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from torchwalk import _C
+from torchwalk.cast_edges import CastEdges, cast_edges, format_name
 from torchwalk.dropin import named_parameters
 from torchwalk.value_stats import Stats, TensorStats, stats_table, without_lazy
 
@@ -36,6 +37,15 @@ class Monitor:
         optimizer (torch.optim.Optimizer, optional): also describe its state
             tensors shaped like their parameter (``exp_avg``,
             ``exp_avg_sq``, ``momentum_buffer``, ...), each under its name.
+        formats (sequence of str or torch.dtype): for each floating-point
+            format (``"bfloat16"``, ``"float16"``, ``"float8_e4m3fn"``, ...),
+            log ``underflow:{name}``, the fraction of the values that are
+            non-zero but become zero when cast to it, and ``overflow:{name}``,
+            the fraction of finite values that leave its finite range (the
+            cast gives Inf or NaN, or, for a saturating format such as
+            float8_e4m3fn, clamps them to its largest value). Exactly as
+            torch's cast rounds, ties included; float64 values are rounded
+            to float32 first, as the cast does. Default: none.
 
     Attributes:
         nonfinite (list of str): after a logging step whose gradients hold a
@@ -55,11 +65,17 @@ class Monitor:
         grads: bool = True,
         weights: bool = False,
         optimizer: torch.optim.Optimizer | None = None,
+        formats: Sequence[str | torch.dtype] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor watches an nn.Module, got {type(model).__name__}")
-        check_options(
-            every=every, depth=depth, grads=grads, weights=weights, states=optimizer is not None
+        self.formats = check_options(
+            every=every,
+            depth=depth,
+            grads=grads,
+            weights=weights,
+            states=optimizer is not None,
+            formats=formats,
         )
         self.model = model
         self.every = every
@@ -72,6 +88,8 @@ class Monitor:
         self._calls = 0
         self._paths: dict[str, str] = {}  # parameter name -> its path at depth
         self._layout: _Layout | None = None
+        # The kernels count, for each format, the values at or above its two edges.
+        self._edges = [edge for edges in self.formats for edge in edges[1:]]
 
     def step(self) -> dict[str, float] | None:
         """Count an optimizer step; on every ``every``-th, measure and return the figures.
@@ -98,15 +116,15 @@ class Monitor:
             tensors += readable
             present += mask
         layout = self._layout_of(parameters, [kind for kind, _ in kinds], present)
-        table = stats_table(tensors)
+        table = stats_table(tensors, edges=self._edges)
         self.last = Stats(layout.names, table)
         figures: dict[str, float] = {}
         for kind, paths, groups in layout.roll_ups:
             rolled = table.grouped(groups)
             for index, path in enumerate(paths):
-                _add(figures, kind, path, TensorStats(path, *rolled.figures(index)))
+                self._add(figures, f"{kind}/{path}", rolled, index)
             # The paths' rows hold every row of the kind once: merging them is the total.
-            _add(figures, kind, "total", TensorStats("total", *rolled.total_figures()))
+            self._add(figures, f"{kind}/total", rolled.grouped([range(len(paths))]), 0)
         self.nonfinite = self._nonfinite(table, layout) if self.grads else []
         return figures
 
@@ -164,14 +182,36 @@ class Monitor:
             self._paths[name] = path
         return path
 
+    def _add(self, figures: dict[str, float], key: str, table: _C.StatsTable, row: int) -> None:
+        """The logged fields of one roll-up, ``key/field`` (fields without an answer left out)."""
+        stats = TensorStats(key, *table.figures(row))
+        values = {
+            "l2": stats.l2,
+            "absmax": stats.absmax,
+            "mean": stats.mean,
+            "std": stats.std,
+            "zeros": stats.zeros / stats.numel if stats.zeros is not None and stats.numel else None,
+            "nonfinite": (stats.nans or 0) + (stats.infs or 0) if stats.nans is not None else None,
+        }
+        if self.formats and stats.mean is not None:  # real values: they were counted
+            reached = table.reached(row)
+            nonzero_finite = stats.numel - stats.zeros - stats.nans - stats.infs  # type: ignore[operator]
+            for index, edges in enumerate(self.formats):
+                below_underflow = nonzero_finite - reached[2 * index]
+                values[f"underflow:{edges.name}"] = below_underflow / stats.numel
+                values[f"overflow:{edges.name}"] = reached[2 * index + 1] / stats.numel
+        for field, value in values.items():
+            if value is not None:
+                figures[f"{key}/{field}"] = float(value)
+
     def _nonfinite(self, table: _C.StatsTable, layout: _Layout) -> list[str]:
         """The modules whose gradients hold a NaN or an Inf, deepest first, backward's order."""
         found: dict[str, tuple[int, int]] = {}  # module path -> (depth, walk order)
         for row in table.anomalous():
             if layout.kinds[row] != "grad":
                 continue
-            _, _, _, _, _, _, _, _, nans, infs = table.figures(row)
-            if not (nans or infs):
+            figures = TensorStats("", *table.figures(row))
+            if not (figures.nans or figures.infs):
                 continue  # an all-zero gradient: anomalous, but finite
             module = layout.owners[row].rpartition(".")[0]
             found.setdefault(module or ROOT_PATH, (module.count(".") + bool(module), row))
@@ -214,30 +254,28 @@ class _Layout:
 
 
 def check_options(
-    *, every: int, depth: int | None, grads: bool, weights: bool, states: bool
-) -> None:
-    """Raise ValueError for options a :class:`Monitor` refuses (``states``: with an optimizer)."""
+    *,
+    every: int,
+    depth: int | None,
+    grads: bool,
+    weights: bool,
+    states: bool,
+    formats: Sequence[str | torch.dtype] = (),
+) -> list[CastEdges]:
+    """The edges of ``formats``; ValueError for options a :class:`Monitor` refuses
+    (``states``: with an optimizer)."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every must be a positive int, got {every!r}")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be None or an int of at least 0, got {depth!r}")
     if not (grads or weights or states):
         raise ValueError("nothing to watch: grads, weights and optimizer states are all off")
-
-
-def _add(figures: dict[str, float], kind: str, path: str, stats: TensorStats) -> None:
-    """The logged fields of one roll-up (fields torch has no answer for are left out)."""
-    values = {
-        "l2": stats.l2,
-        "absmax": stats.absmax,
-        "mean": stats.mean,
-        "std": stats.std,
-        "zeros": stats.zeros / stats.numel if stats.zeros is not None and stats.numel else None,
-        "nonfinite": (stats.nans or 0) + (stats.infs or 0) if stats.nans is not None else None,
-    }
-    for field, value in values.items():
-        if value is not None:
-            figures[f"{kind}/{path}/{field}"] = float(value)
+    if isinstance(formats, (str, torch.dtype)):
+        raise ValueError(f"formats is a sequence of format names, got {formats!r}")
+    names = [format_name(format) for format in formats]
+    if len(set(names)) != len(names):
+        raise ValueError(f"formats repeats a format: {names}")
+    return [cast_edges(name) for name in names]
 
 
 __all__ = ["Monitor", "ROOT_PATH", "check_options"]

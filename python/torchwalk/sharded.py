@@ -68,34 +68,56 @@ def merge_across_ranks(
     tensors: Sequence[torch.Tensor], table: _C.StatsTable, sharded: Sequence[int]
 ) -> _C.StatsTable:
     """``table`` with each sharded tensor's row replaced by its global row."""
-    meshes: dict[int, Any] = {}  # by id: the same mesh object on every rank's tensors
-    by_mesh: dict[int, list[int]] = {}
+    # Grouped by mesh value (DeviceMesh compares and hashes its ranks and
+    # layout), not by object: every init_device_mesh call, so every
+    # fully_shard call, makes a new mesh, and which of the equal ones a tensor
+    # holds is up to DTensor's caches (FSDP2 left two among one model's
+    # tensors), so by id the gathers would follow that accident.
+    by_mesh: dict[Any, list[int]] = {}
     for position in sharded:
         mesh = getattr(tensors[position], "device_mesh")  # noqa: B009 (a DTensor attribute)
-        meshes[id(mesh)] = mesh
-        by_mesh.setdefault(id(mesh), []).append(position)
-    for mesh_id, positions in by_mesh.items():
+        by_mesh.setdefault(mesh, []).append(position)
+    for mesh, positions in by_mesh.items():
+        # Exponent counts vary in length: they take a second collective, when counted.
+        exponents = table.exponent_lists(positions) if table.counts_exponents else None
         table = table.merged_across_ranks(
             positions,
-            _gather(meshes[mesh_id], table.moments(positions)),
+            _gather(mesh, table.partials(positions)),
             [tensors[position].numel() for position in positions],
+            None if exponents is None else _gather_objects(mesh, exponents),
         )
     return table
 
 
-def _gather(mesh: Any, local: Sequence[tuple[float, ...]]) -> list[list[list[float]]]:
-    """Every rank's `local` rows, in rank order: one all-gather over the mesh's ranks."""
+def _group(mesh: Any) -> Any:
+    """The process group of a mesh's ranks (None: the default group)."""
     import torch.distributed as dist
 
     if mesh.ndim == 1:
-        group = mesh.get_group()
-    elif mesh.size() == dist.get_world_size():
-        group = None  # the default group: the same ranks
-    else:
-        raise NotImplementedError(
-            "torchwalk.stats: sharded tensors on a multi-dimensional device mesh that does not "
-            f"span all {dist.get_world_size()} ranks are not supported (mesh {mesh})"
-        )
+        return mesh.get_group()
+    if mesh.size() == dist.get_world_size():
+        return None  # the default group: the same ranks
+    raise NotImplementedError(
+        "torchwalk.stats: sharded tensors on a multi-dimensional device mesh that does not "
+        f"span all {dist.get_world_size()} ranks are not supported (mesh {mesh})"
+    )
+
+
+def _gather_objects(mesh: Any, local: list[Any]) -> list[list[Any]]:
+    """Every rank's ``local`` list, in rank order: one all_gather_object over the mesh's ranks."""
+    import torch.distributed as dist
+
+    group = _group(mesh)
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, local, group=group)
+    return gathered
+
+
+def _gather(mesh: Any, local: Sequence[tuple[float, ...]]) -> list[list[list[float]]]:
+    """Every rank's ``local`` rows, in rank order: one all-gather over the mesh's ranks."""
+    import torch.distributed as dist
+
+    group = _group(mesh)
     device = torch.device(mesh.device_type)
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())

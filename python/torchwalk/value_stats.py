@@ -157,12 +157,22 @@ class Stats:
         return [self._row(index) for index in self._table.anomalous()]
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"tensors": [...], "total": {...}}``, with the fields of :class:`TensorStats`.
+        """``{"tensors": [...], "total": {...}}``, with the fields of :class:`TensorStats`
+        (``exponents`` only when counted).
 
         NaN and Inf figures stay floats (``json`` writes them as ``NaN`` and
         ``Infinity``, as JavaScript reads them).
         """
-        return {"tensors": [asdict(row) for row in self.rows], "total": asdict(self.total)}
+        return {
+            "tensors": [self._as_dict(row) for row in self.rows],
+            "total": self._as_dict(self.total),
+        }
+
+    def _as_dict(self, row: TensorStats) -> dict[str, Any]:
+        fields = asdict(row)
+        if not self._table.counts_exponents:
+            del fields["exponents"]  # not asked for: the same dicts as without them
+        return fields
 
     def to_json(self, indent: int | None = None) -> str:
         """The JSON text of :meth:`to_dict`."""

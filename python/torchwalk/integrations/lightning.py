@@ -11,6 +11,7 @@ Importing this module needs ``lightning`` (``lightning.pytorch``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -26,12 +27,15 @@ class StatsMonitor(pl.Callback):
     backward and, under mixed precision, after the gradients are unscaled;
     **before** gradient clipping and before ``optimizer.step()``. Every
     ``every``-th optimizer step (gradient accumulation counts one step per
-    optimizer step) it logs the :class:`torchwalk.Monitor` figures through
-    the LightningModule's ``log_dict``, on step, to whatever logger the
-    Trainer has.
+    optimizer step) it logs the :class:`torchwalk.Monitor` figures straight
+    to each of ``trainer.loggers``, with ``log_metrics(figures,
+    step=trainer.global_step)``, at that step only (not through
+    ``log_dict``, which from this hook would log them again at every later
+    step). The global step does not count the sampled step yet: the figures
+    of optimizer step ``n`` are logged at step ``n - 1``.
 
     Args:
-        every, depth, grads, weights: as :class:`torchwalk.Monitor`'s.
+        every, depth, grads, weights, formats: as :class:`torchwalk.Monitor`'s.
         optimizer_states (bool): also log the optimizer's state tensors
             (``exp_avg``, ``exp_avg_sq``, ...) of the step's optimizer.
             Default: ``False``.
@@ -50,15 +54,22 @@ class StatsMonitor(pl.Callback):
         grads: bool = True,
         weights: bool = False,
         optimizer_states: bool = False,
+        formats: Sequence[str | torch.dtype] = (),
     ) -> None:
         check_options(
-            every=every, depth=depth, grads=grads, weights=weights, states=optimizer_states
+            every=every,
+            depth=depth,
+            grads=grads,
+            weights=weights,
+            states=optimizer_states,
+            formats=formats,
         )
         self._options: dict[str, Any] = {
             "every": every,
             "depth": depth,
             "grads": grads,
             "weights": weights,
+            "formats": formats,
         }
         self._optimizer_states = optimizer_states
         self.monitors: dict[int, Monitor] = {}
