@@ -14,7 +14,14 @@ import pytest
 import torch
 import torchwalk as tw
 from helpers.monitor_oracle import cast_fractions
-from helpers.stats_oracle import ALL_REAL_DTYPES, FLOAT_DTYPES, values, views
+from helpers.stats_oracle import (
+    ALL_REAL_DTYPES,
+    FLOAT_DTYPES,
+    every_exponent,
+    expected_exponents,
+    values,
+    views,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -32,27 +39,6 @@ FORMATS = [
     torch.float8_e4m3fnuz,
     torch.float8_e5m2fnuz,
 ]
-
-
-def expected_exponents(x: torch.Tensor) -> list[tuple[int, int]]:
-    """(e, count) of the finite non-zero values with 2**e <= |x| < 2**(e+1), by torch.frexp."""
-    wide = x.detach().to(torch.float64).flatten()
-    kept = wide[wide.isfinite() & (wide != 0)]
-    exponents = torch.frexp(kept).exponent.long() - 1  # frexp's mantissa is in [0.5, 1)
-    found, counts = torch.unique(exponents, return_counts=True)
-    return list(zip(found.tolist(), counts.tolist(), strict=True))
-
-
-def every_exponent(dtype: torch.dtype) -> torch.Tensor:
-    """Values of every binary exponent float64 has (signs and fractions mixed), as ``dtype``:
-    subnormals of ``dtype`` included, and, past its range, zeros and infinities."""
-    generator = torch.Generator().manual_seed(1)
-    powers = 2.0 ** torch.arange(-1074, 1024, dtype=torch.float64)
-    fractions = 1 + torch.rand(powers.numel(), generator=generator, dtype=torch.float64)
-    signs = torch.where(torch.rand(powers.numel(), generator=generator) < 0.5, -1.0, 1.0)
-    mixed = (powers * torch.where(powers < 2.0**1023, fractions, 1.0) * signs).to(dtype)
-    specials = torch.tensor([0.0, -0.0, math.nan, math.inf, -math.inf], dtype=dtype)
-    return torch.cat([mixed, specials])
 
 
 @pytest.mark.parametrize("path", PATHS)

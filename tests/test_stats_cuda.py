@@ -8,11 +8,14 @@ from helpers.stats_oracle import (
     ALL_REAL_DTYPES,
     SPECIALS,
     assert_matches,
+    every_exponent,
     expected,
+    expected_exponents,
     stats_of,
     values,
     views,
 )
+from torchwalk import _C
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -51,3 +54,17 @@ def test_cuda_results_repeat_exactly() -> None:
     assert stats_of(tensors) == first  # atomics may not reorder the sums between calls
     for got, tensor in zip(first, tensors, strict=True):
         assert_matches(got, expected(got.name, tensor))
+
+
+@pytest.mark.parametrize("path", ["kernels", "aten"])
+@pytest.mark.parametrize("dtype", ALL_REAL_DTYPES, ids=str)
+def test_exponents_and_edge_counts_on_cuda(dtype: torch.dtype, path: str) -> None:
+    shaped = list(views(values(dtype, 150_001)).values())
+    if dtype.is_floating_point:
+        shaped.append(every_exponent(dtype))
+    edges = [2.0**-10, 2.0**-9 * 1.5, 1.0, 448.0, 65520.0, float("inf")]
+    on_cuda = _C.tensor_stats([t.cuda() for t in shaped], path, exponents=True, edges=edges)
+    on_cpu = _C.tensor_stats(shaped, exponents=True, edges=edges)
+    for row, tensor in enumerate(shaped):
+        assert on_cuda.figures(row)[-1] == expected_exponents(tensor), row
+        assert on_cuda.reached(row) == on_cpu.reached(row), row
