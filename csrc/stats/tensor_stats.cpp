@@ -240,15 +240,7 @@ std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, St
                                    : path == StatsPath::avx2_cpu     ? cpu::KernelBuild::avx2
                                    : path == StatsPath::portable_cpu ? cpu::KernelBuild::portable
                                                                      : cpu::fastest_build();
-    std::vector<Magnitudes> magnitudes;
-    std::vector<Moments> moments = cpu::cpu_stats(on_cpu.tensors, build, request, magnitudes);
-    for (size_t index = 0; index < moments.size(); ++index) {
-      TensorStats& result = results[on_cpu.rows[index]];
-      result.moments = moments[index];
-      if (!magnitudes.empty() && result.kind == StatsKind::values) {
-        result.magnitudes = std::move(magnitudes[index]);
-      }
-    }
+    cpu::cpu_stats(on_cpu.tensors, on_cpu.rows, build, request, results);
   }
   for (size_t device = 0; device < pending.size(); ++device) {
     at::Tensor on_host = pending[device].buffer.to(at::kCPU).contiguous();

@@ -18,11 +18,11 @@ bool cpu_runs(KernelBuild build);
 // The fastest build this CPU runs.
 KernelBuild fastest_build();
 
-// The Moments of each tensor (strided, on the CPU, real, complex or bool),
-// read by `build` (one cpu_runs). When `request` asks for any, the
-// Magnitudes of each real tensor go to `magnitudes`, one per tensor.
-std::vector<Moments> cpu_stats(const std::vector<const at::Tensor*>& tensors, KernelBuild build,
-                               const MagnitudeRequest& request,
-                               std::vector<Magnitudes>& magnitudes);
+// Reads each tensor (strided, on the CPU, real, complex or bool) with
+// `build` (one cpu_runs) into results[rows[i]]: its Moments, and, when
+// `request` asks for any, the Magnitudes of a real tensor.
+void cpu_stats(const std::vector<const at::Tensor*>& tensors, const std::vector<size_t>& rows,
+               KernelBuild build, const MagnitudeRequest& request,
+               std::vector<TensorStats>& results);
 
 }  // namespace torchwalk::cpu
