@@ -75,6 +75,24 @@ PyObject* exponents_of(const TensorStats& stats) {
 // tensors, all but the counts and l2 for complex ones; exponents unless
 // `exponents` (the table counted them). The kernels keep NaN-free extremes
 // and count the NaNs; torch's extremes are NaN then, and so are these.
+// The figures finished from a row's moments as torch gives them: the
+// kernels keep NaN-free extremes and count the NaNs; torch's extremes are NaN
+// then, and so are these; std uses correction=1 (NaN for one element).
+struct Finished {
+  double mean, std, min, max, absmax, l2;
+};
+
+Finished finish(const Moments& m) {
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  const bool has_nan = m.nans > 0;
+  return Finished{m.sum / static_cast<double>(m.count),
+                  m.count > 1 ? std::sqrt(m.m2 / static_cast<double>(m.count - 1)) : kNaN,
+                  has_nan ? kNaN : m.min,
+                  has_nan ? kNaN : m.max,
+                  has_nan ? kNaN : m.absmax,
+                  std::sqrt(m.sum_squares)};
+}
+
 py::tuple figures_of(const TensorStats& stats, bool exponents) {
   const Moments& m = stats.moments;
   auto none = [] { return Py_NewRef(Py_None); };
@@ -83,21 +101,65 @@ py::tuple figures_of(const TensorStats& stats, bool exponents) {
     return new_tuple({PyLong_FromLongLong(stats.numel), none(), none(), none(), none(), none(),
                       none(), none(), none(), none(), exponent_pairs});
   }
-  PyObject* l2 = PyFloat_FromDouble(std::sqrt(m.sum_squares));
+  const Finished f = finish(m);
+  PyObject* l2 = PyFloat_FromDouble(f.l2);
   if (stats.kind == StatsKind::counts_and_l2) {
     return new_tuple({PyLong_FromLongLong(stats.numel), none(), none(), none(), none(), none(), l2,
                       PyLong_FromLongLong(m.zeros), PyLong_FromLongLong(m.nans),
                       PyLong_FromLongLong(m.infs), exponent_pairs});
   }
-  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-  double count = static_cast<double>(m.count);
-  double std = m.count > 1 ? std::sqrt(m.m2 / static_cast<double>(m.count - 1)) : kNaN;
-  bool has_nan = m.nans > 0;
-  return new_tuple({PyLong_FromLongLong(stats.numel), PyFloat_FromDouble(m.sum / count),
-                    PyFloat_FromDouble(std), PyFloat_FromDouble(has_nan ? kNaN : m.min),
-                    PyFloat_FromDouble(has_nan ? kNaN : m.max),
-                    PyFloat_FromDouble(has_nan ? kNaN : m.absmax), l2, PyLong_FromLongLong(m.zeros),
+  return new_tuple({PyLong_FromLongLong(stats.numel), PyFloat_FromDouble(f.mean),
+                    PyFloat_FromDouble(f.std), PyFloat_FromDouble(f.min), PyFloat_FromDouble(f.max),
+                    PyFloat_FromDouble(f.absmax), l2, PyLong_FromLongLong(m.zeros),
                     PyLong_FromLongLong(m.nans), PyLong_FromLongLong(m.infs), exponent_pairs});
+}
+
+// Sets into[key + "/" + field] = value, as a float.
+void set_field(PyObject* into, const std::string& key, const char* field, double value) {
+  std::string name = key + "/" + field;
+  PyObject* number = PyFloat_FromDouble(value);
+  int failed = number == nullptr ? -1 : PyDict_SetItemString(into, name.c_str(), number);
+  Py_XDECREF(number);
+  if (failed != 0) {
+    throw py::error_already_set();
+  }
+}
+
+// What tw.Monitor logs of a row, under `key`: l2, absmax, mean, std, zeros
+// (a fraction), nonfinite (a count), and for each format (its edges counted
+// in pairs: underflow, overflow) the fractions underflow:{name} and
+// overflow:{name}. Fields torch has no answer for are left out.
+void add_logged_fields(PyObject* into, const std::string& key, const TensorStats& stats,
+                       const std::vector<std::string>& formats) {
+  const Moments& m = stats.moments;
+  if (stats.kind == StatsKind::numel_only || m.count == 0) {
+    return;
+  }
+  const Finished f = finish(m);
+  const auto numel = static_cast<double>(stats.numel);
+  set_field(into, key, "l2", f.l2);
+  if (stats.kind == StatsKind::values) {
+    set_field(into, key, "absmax", f.absmax);
+    set_field(into, key, "mean", f.mean);
+    set_field(into, key, "std", f.std);
+  }
+  set_field(into, key, "zeros", static_cast<double>(m.zeros) / numel);
+  set_field(into, key, "nonfinite", static_cast<double>(m.nans + m.infs));
+  if (stats.kind != StatsKind::values) {
+    return;
+  }
+  const std::vector<int64_t>& reached = stats.magnitudes.at_least;
+  if (reached.size() != 2 * formats.size()) {
+    throw py::value_error("two edges per format: " + std::to_string(reached.size()) +
+                          " edges for " + std::to_string(formats.size()) + " formats");
+  }
+  const int64_t nonzero_finite = stats.numel - m.zeros - m.nans - m.infs;
+  for (size_t format = 0; format < formats.size(); ++format) {
+    set_field(into, key, ("underflow:" + formats[format]).c_str(),
+              static_cast<double>(nonzero_finite - reached[2 * format]) / numel);
+    set_field(into, key, ("overflow:" + formats[format]).c_str(),
+              static_cast<double>(reached[2 * format + 1]) / numel);
+  }
 }
 
 // Holds a NaN, an Inf, or nothing but zeros.
@@ -260,6 +322,23 @@ void bind_stats(py::module_& m) {
             return figures_of(merge_stats(table.rows), table.request.exponents);
           },
           "The figures of all rows' tensors as if concatenated.")
+      .def(
+          "add_logged_fields",
+          [](const StatsTable& table, py::dict into, const std::vector<std::string>& keys,
+             const std::vector<std::string>& formats) {
+            if (keys.size() != table.rows.size()) {
+              throw py::value_error("one key per row: " + std::to_string(keys.size()) +
+                                    " keys for " + std::to_string(table.rows.size()) + " rows");
+            }
+            for (size_t row = 0; row < keys.size(); ++row) {
+              add_logged_fields(into.ptr(), keys[row], table.rows[row], formats);
+            }
+          },
+          py::arg("into"), py::arg("keys"), py::arg("formats"),
+          "Adds what tw.Monitor logs of each row to `into`: '{keys[row]}/{field}' for l2, "
+          "absmax, mean, std, zeros (a fraction), nonfinite (a count), and underflow:{name} and "
+          "overflow:{name} for each of `formats` (whose two edges each, underflow then "
+          "overflow, the table counted).")
       .def(
           "anomalous",
           [](const StatsTable& table) {

@@ -167,6 +167,12 @@ class StatsTable:
     def total_figures(self) -> Figures: ...
     # A row per group of row indices, merged as if concatenated.
     def grouped(self, groups: Iterable[Iterable[int]], /) -> StatsTable: ...
+    # What tw.Monitor logs of each row into `into`, under keys[row]: l2,
+    # absmax, mean, std, zeros, nonfinite, and underflow:/overflow: of each
+    # format (the table counted two edges per format).
+    def add_logged_fields(
+        self, into: dict[str, float], keys: list[str], formats: list[str]
+    ) -> None: ...
     def anomalous(self) -> list[int]: ...  # rows with a NaN, an Inf, or only zeros
     # What ranks exchange to merge sharded rows: (count, sum, m2, sum_squares,
     # min, max, absmax, zeros, nans, infs, then the count of each edge).

@@ -119,12 +119,13 @@ class Monitor:
         table = stats_table(tensors, edges=self._edges)
         self.last = Stats(layout.names, table)
         figures: dict[str, float] = {}
-        for kind, paths, groups in layout.roll_ups:
+        names = [edges.name for edges in self.formats]
+        for kind, keys, groups in layout.roll_ups:
             rolled = table.grouped(groups)
-            for index, path in enumerate(paths):
-                self._add(figures, f"{kind}/{path}", rolled, index)
+            rolled.add_logged_fields(figures, keys, names)
             # The paths' rows hold every row of the kind once: merging them is the total.
-            self._add(figures, f"{kind}/total", rolled.grouped([range(len(paths))]), 0)
+            total = rolled.grouped([range(len(keys))])
+            total.add_logged_fields(figures, [f"{kind}/total"], names)
         self.nonfinite = self._nonfinite(table, layout) if self.grads else []
         return figures
 
@@ -182,28 +183,6 @@ class Monitor:
             self._paths[name] = path
         return path
 
-    def _add(self, figures: dict[str, float], key: str, table: _C.StatsTable, row: int) -> None:
-        """The logged fields of one roll-up, ``key/field`` (fields without an answer left out)."""
-        stats = TensorStats(key, *table.figures(row))
-        values = {
-            "l2": stats.l2,
-            "absmax": stats.absmax,
-            "mean": stats.mean,
-            "std": stats.std,
-            "zeros": stats.zeros / stats.numel if stats.zeros is not None and stats.numel else None,
-            "nonfinite": (stats.nans or 0) + (stats.infs or 0) if stats.nans is not None else None,
-        }
-        if self.formats and stats.mean is not None:  # real values: they were counted
-            reached = table.reached(row)
-            nonzero_finite = stats.numel - stats.zeros - stats.nans - stats.infs  # type: ignore[operator]
-            for index, edges in enumerate(self.formats):
-                below_underflow = nonzero_finite - reached[2 * index]
-                values[f"underflow:{edges.name}"] = below_underflow / stats.numel
-                values[f"overflow:{edges.name}"] = reached[2 * index + 1] / stats.numel
-        for field, value in values.items():
-            if value is not None:
-                figures[f"{key}/{field}"] = float(value)
-
     def _nonfinite(self, table: _C.StatsTable, layout: _Layout) -> list[str]:
         """The modules whose gradients hold a NaN or an Inf, deepest first, backward's order."""
         found: dict[str, tuple[int, int]] = {}  # module path -> (depth, walk order)
@@ -247,9 +226,11 @@ class _Layout:
         by_kind: dict[str, dict[str, list[int]]] = {kind: {} for kind in kind_names}
         for row, (kind, owner) in enumerate(zip(self.kinds, self.owners, strict=True)):
             by_kind[kind].setdefault(monitor._path_of(owner), []).append(row)
-        # (kind, its paths, the rows of each path)
+        # (kind, the keys of its paths, the rows of each path)
         self.roll_ups = [
-            (kind, list(rows), list(rows.values())) for kind, rows in by_kind.items() if rows
+            (kind, [f"{kind}/{path}" for path in rows], list(rows.values()))
+            for kind, rows in by_kind.items()
+            if rows
         ]
 
 
