@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -192,11 +193,35 @@ struct StatsTable {
 
   // The rows at `positions`, merged as if their tensors were concatenated.
   TensorStats merged(py::iterable positions) const {
-    std::vector<TensorStats> parts;
+    TensorStats total;
     for (py::handle position : positions) {
-      parts.push_back(at(position));
+      merge_into(total, at(position));
     }
-    return merge_stats(parts);
+    return total;
+  }
+};
+
+// Groups of row indices, converted from Python once: the monitor merges the
+// same groups at every logging step.
+struct RowGroups {
+  std::vector<std::vector<size_t>> groups;
+  size_t end = 0;  // one past the largest index
+
+  explicit RowGroups(py::iterable from) {
+    for (py::handle group : from) {
+      std::vector<size_t>& rows = groups.emplace_back();
+      for (py::handle row : py::reinterpret_borrow<py::iterable>(group)) {
+        Py_ssize_t index = PyNumber_AsSsize_t(row.ptr(), PyExc_IndexError);
+        if (index == -1 && PyErr_Occurred()) {
+          throw py::error_already_set();
+        }
+        if (index < 0) {
+          throw py::index_error("row " + std::to_string(index));
+        }
+        rows.push_back(static_cast<size_t>(index));
+        end = std::max(end, rows.back() + 1);
+      }
+    }
   }
 };
 
@@ -274,6 +299,9 @@ StatsPath stats_path(const std::string& name) {
 }  // namespace
 
 void bind_stats(py::module_& m) {
+  py::class_<RowGroups>(m, "RowGroups", "Groups of row indices, for StatsTable.grouped.")
+      .def(py::init<py::iterable>(), py::arg("groups"))
+      .def("__len__", [](const RowGroups& groups) { return groups.groups.size(); });
   py::class_<StatsTable>(m, "StatsTable", "The statistics of many tensors, a row each.")
       .def("__len__", [](const StatsTable& table) { return table.rows.size(); })
       .def_static(
@@ -305,6 +333,24 @@ void bind_stats(py::module_& m) {
             return figures_of(table.merged(rows), table.request.exponents);
           },
           "The figures of several rows' tensors as if concatenated.")
+      .def(
+          "grouped",
+          [](const StatsTable& table, const RowGroups& groups) {
+            if (groups.end > table.rows.size()) {
+              throw py::index_error("row " + std::to_string(groups.end - 1) + " of a table of " +
+                                    std::to_string(table.rows.size()));
+            }
+            StatsTable grouped{{}, table.request};
+            for (const std::vector<size_t>& rows : groups.groups) {
+              TensorStats& total = grouped.rows.emplace_back();
+              for (size_t row : rows) {
+                merge_into(total, table.rows[row]);
+              }
+            }
+            return grouped;
+          },
+          "A table with a row per group of `groups`, merged as if their tensors were "
+          "concatenated.")
       .def(
           "grouped",
           [](const StatsTable& table, py::iterable groups) {

@@ -250,13 +250,17 @@ std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, St
   return results;
 }
 
+void merge_into(TensorStats& total, const TensorStats& row) {
+  total.numel += row.numel;
+  total.kind = std::max(total.kind, row.kind);  // numel alone beats counts beats values
+  total.moments.merge(row.moments);
+  total.magnitudes.merge(row.magnitudes);
+}
+
 TensorStats merge_stats(const std::vector<TensorStats>& rows) {
   TensorStats total;
   for (const TensorStats& row : rows) {
-    total.numel += row.numel;
-    total.kind = std::max(total.kind, row.kind);  // numel alone beats counts beats values
-    total.moments.merge(row.moments);
-    total.magnitudes.merge(row.magnitudes);
+    merge_into(total, row);
   }
   return total;
 }

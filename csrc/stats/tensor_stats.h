@@ -106,6 +106,9 @@ void check_readable(const at::Tensor& tensor, std::size_t row);
 std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, StatsPath path,
                                       const MagnitudeRequest& request = {});
 
+// Adds `row`'s tensor to `total`, as if concatenated.
+void merge_into(TensorStats& total, const TensorStats& row);
+
 // The statistics of all of `rows` as if their tensors were concatenated.
 TensorStats merge_stats(const std::vector<TensorStats>& rows);
 

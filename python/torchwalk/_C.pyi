@@ -154,6 +154,12 @@ Figures = tuple[
     list[tuple[int, int]] | None,
 ]
 
+class RowGroups:
+    """Groups of row indices, converted once (StatsTable.grouped merges each)."""
+
+    def __init__(self, groups: Iterable[Iterable[int]]) -> None: ...
+    def __len__(self) -> int: ...
+
 class StatsTable:
     """The statistics of many tensors, a row each, kept in C++."""
 
@@ -166,7 +172,7 @@ class StatsTable:
     def merged_figures(self, rows: Iterable[int], /) -> Figures: ...  # as if concatenated
     def total_figures(self) -> Figures: ...
     # A row per group of row indices, merged as if concatenated.
-    def grouped(self, groups: Iterable[Iterable[int]], /) -> StatsTable: ...
+    def grouped(self, groups: RowGroups | Iterable[Iterable[int]], /) -> StatsTable: ...
     # What tw.Monitor logs of each row into `into`, under keys[row]: l2,
     # absmax, mean, std, zeros, nonfinite, and underflow:/overflow: of each
     # format (the table counted two edges per format).

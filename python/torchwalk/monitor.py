@@ -170,9 +170,10 @@ class Monitor:
         present: bytes,
     ) -> _Layout:
         """The rows' names and roll-up groups: remade only when the rows change."""
-        key = ([name for name, _ in parameters], kinds, present)
+        names = [name for name, _ in parameters]
+        key = (names, kinds, present)
         if self._layout is None or self._layout.key != key:
-            self._layout = _Layout(key, [name for name, _ in parameters], kinds, present, self)
+            self._layout = _Layout(key, names, kinds, present, self)
         return self._layout
 
     def _path_of(self, name: str) -> str:
@@ -228,7 +229,7 @@ class _Layout:
             by_kind[kind].setdefault(monitor._path_of(owner), []).append(row)
         # (kind, the keys of its paths, the rows of each path)
         self.roll_ups = [
-            (kind, [f"{kind}/{path}" for path in rows], list(rows.values()))
+            (kind, [f"{kind}/{path}" for path in rows], _C.RowGroups(rows.values()))
             for kind, rows in by_kind.items()
             if rows
         ]
