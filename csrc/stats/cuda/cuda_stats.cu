@@ -12,7 +12,6 @@
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -307,11 +306,15 @@ PendingStats launch_stats(const std::vector<const at::Tensor*>& tensors,
         DeviceSegment{view, segment.begin, segment.end, static_cast<int64_t>(piece)});
   }
 
-  // Zeroed only when counters are added into (the partials are written).
-  const auto buffer_options = at::TensorOptions(at::kDouble).device(device);
-  pending.buffer = request.any() ? at::zeros({pending.counts.end}, buffer_options)
-                                 : at::empty({pending.counts.end}, buffer_options);
+  pending.buffer = at::empty({pending.counts.end}, at::TensorOptions(at::kDouble).device(device));
   double* results = pending.buffer.mutable_data_ptr<double>();
+  // The counters are added into, so they start at zero (the partials are
+  // written): a memset on the stream, not a kernel.
+  if (pending.counts.end > partials_end) {
+    C10_CUDA_CHECK(cudaMemsetAsync(
+        results + partials_end, 0,
+        static_cast<size_t>(pending.counts.end - partials_end) * sizeof(double), stream));
+  }
   for (auto& [dtype, launch] : launches) {
     at::Tensor device_views = upload(launch.views, device);
     at::Tensor device_segments = upload(launch.segments, device);
