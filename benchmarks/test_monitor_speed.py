@@ -20,13 +20,19 @@ of a model of 100 ``Linear(8, 8)`` children (200 parameters, 7,200 values)
 trained with AdamW, without the callback and with
 ``StatsMonitor(every=1)`` and ``StatsMonitor(every=50)``; there is no
 logger, so the figures are computed and not written. Each round is one
-``fit`` of a fresh trainer and model (made outside the timing), so the
-seconds per step include ``fit``'s own start, a hundredth of it each.
+``fit`` of a fresh trainer, model and callback (made outside the timing),
+so the seconds per step include ``fit``'s own start, a hundredth of it
+each. The runs are timed one after the other, so on a shared machine
+their difference is noisy; the callback's hook is also timed inside the
+runs with it, and its share of their steps printed ("hook's share": a
+step's median over the hook's).
 """
 
 from __future__ import annotations
 
 import functools
+import statistics
+import time
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -121,8 +127,8 @@ def test_step_between_logging_steps(benchmark: BenchmarkFixture, model: nn.Modul
     benchmark(monitor.step)
 
 
-STEPS = 100
-"""Training steps per timed ``fit``."""
+STEPS, ROUNDS = 100, 11
+"""Training steps per timed ``fit``, and timed ``fit`` calls."""
 LAYERS, WIDTH, BATCH = 100, 8, 16
 TRAINED = f"Lightning, {LAYERS} Linear({WIDTH}, {WIDTH})"
 """The model trained, in the speed-up table."""
@@ -157,6 +163,22 @@ def batches() -> DataLoader[tuple[torch.Tensor, ...]]:
     return DataLoader(TensorDataset(inputs, targets), batch_size=BATCH)
 
 
+class TimedStatsMonitor(StatsMonitor):
+    """A ``StatsMonitor`` that adds up the seconds its hook takes: the callback's own cost,
+    measured inside the steps it slows, which the shared machine slows alike."""
+
+    def __init__(self, *, every: int) -> None:
+        super().__init__(every=every)
+        self.seconds = 0.0
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        start = time.perf_counter()
+        super().on_before_optimizer_step(trainer, pl_module, optimizer)
+        self.seconds += time.perf_counter() - start
+
+
 # Lightning's own code, under this torch, warns about torch's pytree API.
 @pytest.mark.filterwarnings(
     "ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"
@@ -171,8 +193,11 @@ def test_lightning_training_step(
     every: int | None,
 ) -> None:
     benchmark.group = f"{TRAINED}: {STEPS} training steps"
+    monitors: list[TimedStatsMonitor] = []  # each round's, warm-up rounds first
 
     def fresh_fit() -> tuple[tuple[pl.Trainer, Chain, DataLoader[tuple[torch.Tensor, ...]]], dict]:
+        callbacks = [] if every is None else [TimedStatsMonitor(every=every)]
+        monitors.extend(callbacks)
         trainer = pl.Trainer(
             max_steps=STEPS,
             accelerator="cpu",
@@ -180,17 +205,22 @@ def test_lightning_training_step(
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[] if every is None else [StatsMonitor(every=every)],
+            callbacks=callbacks,
         )
         torch.manual_seed(0)
         return (trainer, Chain(), batches), {}
 
-    benchmark.pedantic(pl.Trainer.fit, setup=fresh_fit, rounds=11, warmup_rounds=1)
+    benchmark.pedantic(pl.Trainer.fit, setup=fresh_fit, rounds=ROUNDS, warmup_rounds=1)
     if benchmark.stats is None:  # None under --benchmark-disable
         return
     step_s = benchmark.stats.stats.median / STEPS
     if every is None:
         for compared in CALLBACK_EVERY:
             record_median(TRAINED, f"training step, every={compared}", "no callback", step_s)
-    else:
-        record_median(TRAINED, f"training step, every={every}", "torchwalk", step_s)
+        return
+    record_median(TRAINED, f"training step, every={every}", "torchwalk", step_s)
+    hook_s = statistics.median(monitor.seconds for monitor in monitors[-ROUNDS:]) / STEPS
+    benchmark.extra_info["hook_s_per_step"] = hook_s
+    # Read as how many times the hook's time goes into a step with it.
+    record_median(TRAINED, f"hook's share, every={every}", "torchwalk", hook_s)
+    record_median(TRAINED, f"hook's share, every={every}", "training step", step_s)
