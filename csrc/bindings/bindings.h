@@ -5,6 +5,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "stats/tensor_stats.h"
+
 namespace torchwalk {
 
 // walk_functions.cpp: the drop-ins' walkers (named_parameters, state_dict, ...).
@@ -18,6 +22,13 @@ void set_lazy_tensor_class(pybind11::handle lazy_class);
 
 // stats.cpp: StatsTable and the statistics calls.
 void bind_stats(pybind11::module_& m);
+
+// stats.cpp: the path a `path` argument names ("kernels", "aten", ...);
+// ValueError for a name this machine has no path for.
+StatsPath stats_path(const std::string& name);
+
+// compare.cpp: PairTable and pair_stats.
+void bind_compare(pybind11::module_& m);
 
 // checkpoints.cpp: reading checkpoint files' headers.
 void bind_checkpoints(pybind11::module_& m);

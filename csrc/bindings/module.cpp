@@ -32,5 +32,6 @@ PYBIND11_MODULE(_C, m) {
   add_drop_in_type(m.ptr());
   bind_records(m);
   bind_stats(m);
+  bind_compare(m);
   bind_checkpoints(m);
 }

@@ -282,6 +282,8 @@ constexpr NamedStatsPath kStatsPaths[] = {{"kernels", StatsPath::kernels},
                                           {"portable_cpu", StatsPath::portable_cpu},
                                           {"aten", StatsPath::aten}};
 
+}  // namespace
+
 StatsPath stats_path(const std::string& name) {
   for (const NamedStatsPath& known : kStatsPaths) {
     if (name == known.name) {
@@ -295,8 +297,6 @@ StatsPath stats_path(const std::string& name) {
       "path must be 'kernels', 'avx512_cpu', 'avx2_cpu', 'portable_cpu' or 'aten', got '" + name +
       "'");
 }
-
-}  // namespace
 
 void bind_stats(py::module_& m) {
   py::class_<RowGroups>(m, "RowGroups", "Groups of row indices, for StatsTable.grouped.")

@@ -175,26 +175,34 @@ PyObject* device_name(int16_t device_code) {
   return PyUnicode_FromStringAndSize(name.data(), static_cast<Py_ssize_t>(name.size()));
 }
 
-std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path,
-                                              const MagnitudeRequest& request) {
+namespace {
+
+// The tensors of a Python list, owned (the list may change while the GIL is
+// released); `what` names them in the error for an item that is not one.
+std::vector<at::Tensor> unpacked_tensors(PyObject* tensors, const char* what) {
   std::vector<at::Tensor> unpacked;
   Py_ssize_t count = PyList_GET_SIZE(tensors);
   unpacked.reserve(static_cast<size_t>(count));
   for (Py_ssize_t index = 0; index < count; ++index) {
     PyObject* tensor = PyList_GET_ITEM(tensors, index);
     if (!THPVariable_Check(tensor)) {
-      throw std::invalid_argument("torchwalk.stats: item " + std::to_string(index) + " is a " +
+      throw std::invalid_argument(std::string(what) + std::to_string(index) + " is a " +
                                   Py_TYPE(tensor)->tp_name + ", not a tensor");
     }
-    unpacked.push_back(THPVariable_Unpack(tensor));  // owning: the list may change meanwhile
-    check_readable(unpacked.back(), static_cast<size_t>(index));
+    unpacked.push_back(THPVariable_Unpack(tensor));
   }
-  // The statistics touch no Python object: other threads run while they read.
+  return unpacked;
+}
+
+// `read()` with the GIL released: it touches no Python object, so other
+// threads run meanwhile. ATen's errors become std::invalid_argument.
+template <typename Read>
+auto without_gil(Read read) {
   PyThreadState* saved = PyEval_SaveThread();
   try {
-    std::vector<TensorStats> stats = tensor_stats(unpacked, path, request);
+    auto result = read();
     PyEval_RestoreThread(saved);
-    return stats;
+    return result;
   } catch (const c10::Error& error) {
     PyEval_RestoreThread(saved);
     throw std::invalid_argument(error.what_without_backtrace());
@@ -202,6 +210,24 @@ std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path,
     PyEval_RestoreThread(saved);
     throw;
   }
+}
+
+}  // namespace
+
+std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path,
+                                              const MagnitudeRequest& request) {
+  std::vector<at::Tensor> unpacked = unpacked_tensors(tensors, "torchwalk.stats: item ");
+  for (size_t index = 0; index < unpacked.size(); ++index) {
+    check_readable(unpacked[index], index);
+  }
+  return without_gil([&] { return tensor_stats(unpacked, path, request); });
+}
+
+std::vector<PairMoments> pair_stats_of_tensor_lists(PyObject* a, PyObject* b, Tolerance tolerance,
+                                                    StatsPath path) {
+  std::vector<at::Tensor> a_tensors = unpacked_tensors(a, "torchwalk.diff: item ");
+  std::vector<at::Tensor> b_tensors = unpacked_tensors(b, "torchwalk.diff: item ");
+  return without_gil([&] { return pair_stats(a_tensors, b_tensors, tolerance, path); });
 }
 
 }  // namespace torchwalk

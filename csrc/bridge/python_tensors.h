@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bridge/tensor_facts.h"
+#include "compare/pair_stats.h"
 #include "stats/tensor_stats.h"
 
 namespace torchwalk {
@@ -52,5 +53,10 @@ PyObject* readable_tensors(PyObject* items, bool grads, PyObject* parameter_clas
 // Raises std::invalid_argument for tensors the statistics cannot read.
 std::vector<TensorStats> stats_of_tensor_list(PyObject* tensors, StatsPath path,
                                               const MagnitudeRequest& request);
+
+// pair_stats() of two Python lists of tensors, read with the GIL released.
+// Raises std::invalid_argument for pairs that cannot be compared.
+std::vector<PairMoments> pair_stats_of_tensor_lists(PyObject* a, PyObject* b, Tolerance tolerance,
+                                                    StatsPath path);
 
 }  // namespace torchwalk

@@ -230,3 +230,35 @@ def safetensors_entries(
     dtypes: dict[str, tuple[int, str]],
     entry_type: Any,
 ) -> list[tuple[str, Any]]: ...
+
+# --- Comparing pairs of tensors (csrc/compare/). ------------------------------
+#
+# PairFields: (numel, equal, max_abs, mean_abs, rel_l2, cosine, mismatches),
+# the fields of torchwalk.TensorDiff after its name, shapes and dtypes: equal
+# is bitwise (same dtype, same bytes); both sides widened to float64; a NaN
+# difference makes max_abs, mean_abs and rel_l2 NaN; rel_l2 is 0.0 when
+# ||a - b|| and ||b|| are both 0; cosine None when a norm is 0; mismatches
+# counts torch.isclose(a, b, rtol, atol, equal_nan=True) == False. An empty
+# pair: (0, equal, None, None, None, None, 0).
+
+PairFields = tuple[int, bool, float | None, float | None, float | None, float | None, int]
+
+class PairTable:
+    """The comparisons of many pairs of tensors, a row each, kept in C++."""
+
+    def __len__(self) -> int: ...
+    @staticmethod
+    def concatenated(tables: Iterable[PairTable], /) -> PairTable: ...
+    def fields(self, row: int, /) -> PairFields: ...
+    def merged_fields(self, rows: Iterable[int], /) -> PairFields: ...  # as if concatenated
+
+# Each pair (a[i], b[i]) compared in one pass reading both: same numel and
+# device, real or bool, any dtypes; path as for tensor_stats. ValueError for
+# pairs that cannot be compared.
+def pair_stats(
+    a: list[torch.Tensor],
+    b: list[torch.Tensor],
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    path: str = "kernels",
+) -> PairTable: ...

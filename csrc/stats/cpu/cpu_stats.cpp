@@ -37,60 +37,6 @@ const float* byte_float_table() {
   return table.data();
 }
 
-ElementType element_type(c10::ScalarType dtype, const float** table) {
-  switch (dtype) {
-    case c10::kDouble:
-      return ElementType::float64;
-    case c10::kFloat:
-      return ElementType::float32;
-    case c10::kHalf:
-      return ElementType::float16;
-    case c10::kBFloat16:
-      return ElementType::bfloat16;
-    case c10::kFloat8_e4m3fn:
-      *table = byte_float_table<c10::Float8_e4m3fn>();
-      return ElementType::byte_float;
-    case c10::kFloat8_e4m3fnuz:
-      *table = byte_float_table<c10::Float8_e4m3fnuz>();
-      return ElementType::byte_float;
-    case c10::kFloat8_e5m2:
-      *table = byte_float_table<c10::Float8_e5m2>();
-      return ElementType::byte_float;
-    case c10::kFloat8_e5m2fnuz:
-      *table = byte_float_table<c10::Float8_e5m2fnuz>();
-      return ElementType::byte_float;
-    case c10::kFloat8_e8m0fnu:
-      *table = byte_float_table<c10::Float8_e8m0fnu>();
-      return ElementType::byte_float;
-    case c10::kChar:
-      return ElementType::int8;
-    case c10::kByte:
-      return ElementType::uint8;
-    case c10::kShort:
-      return ElementType::int16;
-    case c10::kUInt16:
-      return ElementType::uint16;
-    case c10::kInt:
-      return ElementType::int32;
-    case c10::kUInt32:
-      return ElementType::uint32;
-    case c10::kLong:
-      return ElementType::int64;
-    case c10::kUInt64:
-      return ElementType::uint64;
-    case c10::kBool:
-      return ElementType::boolean;
-    case c10::kComplexHalf:
-      return ElementType::complex32;
-    case c10::kComplexFloat:
-      return ElementType::complex64;
-    case c10::kComplexDouble:
-      return ElementType::complex128;
-    default:
-      TORCH_CHECK(false, "torchwalk.stats: unsupported dtype ", dtype);
-  }
-}
-
 // A tensor's dimensions as the kernel reads them: size-1 dimensions dropped,
 // the rest ordered by decreasing stride (statistics do not depend on the
 // order, memory traffic does), and neighbours that are contiguous with each
@@ -181,6 +127,60 @@ class MagnitudeScratch {
 };
 
 }  // namespace
+
+ElementType element_type(c10::ScalarType dtype, const float** table) {
+  switch (dtype) {
+    case c10::kDouble:
+      return ElementType::float64;
+    case c10::kFloat:
+      return ElementType::float32;
+    case c10::kHalf:
+      return ElementType::float16;
+    case c10::kBFloat16:
+      return ElementType::bfloat16;
+    case c10::kFloat8_e4m3fn:
+      *table = byte_float_table<c10::Float8_e4m3fn>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e4m3fnuz:
+      *table = byte_float_table<c10::Float8_e4m3fnuz>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e5m2:
+      *table = byte_float_table<c10::Float8_e5m2>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e5m2fnuz:
+      *table = byte_float_table<c10::Float8_e5m2fnuz>();
+      return ElementType::byte_float;
+    case c10::kFloat8_e8m0fnu:
+      *table = byte_float_table<c10::Float8_e8m0fnu>();
+      return ElementType::byte_float;
+    case c10::kChar:
+      return ElementType::int8;
+    case c10::kByte:
+      return ElementType::uint8;
+    case c10::kShort:
+      return ElementType::int16;
+    case c10::kUInt16:
+      return ElementType::uint16;
+    case c10::kInt:
+      return ElementType::int32;
+    case c10::kUInt32:
+      return ElementType::uint32;
+    case c10::kLong:
+      return ElementType::int64;
+    case c10::kUInt64:
+      return ElementType::uint64;
+    case c10::kBool:
+      return ElementType::boolean;
+    case c10::kComplexHalf:
+      return ElementType::complex32;
+    case c10::kComplexFloat:
+      return ElementType::complex64;
+    case c10::kComplexDouble:
+      return ElementType::complex128;
+    default:
+      TORCH_CHECK(false, "torchwalk.stats: unsupported dtype ", dtype);
+  }
+}
 
 bool cpu_runs(KernelBuild build) {
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&

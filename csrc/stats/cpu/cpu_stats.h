@@ -2,8 +2,11 @@
 
 // The CPU kernel: all CPU tensors in one parallel pass.
 
+#include <c10/core/ScalarType.h>
+
 #include <vector>
 
+#include "stats/cpu/strided_view.h"
 #include "stats/tensor_stats.h"
 
 namespace torchwalk::cpu {
@@ -14,6 +17,11 @@ enum class KernelBuild : uint8_t { avx512, avx2, portable };
 
 // Whether this CPU has the instructions `build` uses.
 bool cpu_runs(KernelBuild build);
+
+// How the kernels read elements of `dtype` (a real, complex or bool dtype;
+// TORCH_CHECK fails for others); for a float8 dtype, `table` is set to its
+// 256 values.
+ElementType element_type(c10::ScalarType dtype, const float** table);
 
 // The fastest build this CPU runs.
 KernelBuild fastest_build();

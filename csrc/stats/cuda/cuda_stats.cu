@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "stats/cuda/cuda_stats.h"
+#include "stats/cuda/upload.h"
 
 namespace torchwalk::cuda {
 namespace {
@@ -236,17 +237,6 @@ __global__ void __launch_bounds__(kThreads)
     out[8] = static_cast<double>(total.nans);
     out[9] = static_cast<double>(total.infs);
   }
-}
-
-// Copies `count` plain records to the device through pinned memory, without
-// waiting: the caching host allocator keeps the pinned block until the copy
-// on the current stream is done.
-template <typename Record>
-at::Tensor upload(const std::vector<Record>& records, c10::Device device) {
-  int64_t bytes = static_cast<int64_t>(records.size() * sizeof(Record));
-  at::Tensor pinned = at::empty({bytes}, at::TensorOptions(at::kByte).pinned_memory(true));
-  std::memcpy(pinned.mutable_data_ptr(), records.data(), static_cast<size_t>(bytes));
-  return pinned.to(device, /*non_blocking=*/true);
 }
 
 }  // namespace
