@@ -125,6 +125,13 @@ inline double decode_one(const PairSide& side, const char* element) {
   }
 }
 
+// |v|, clearing the sign bits: one instruction where v < 0 ? -v : v took
+// three.
+inline Wide magnitude_of(const Wide& v) {
+  const WideMask no_sign = WideMask{} + static_cast<int64_t>(~(uint64_t{1} << 63));
+  return reinterpret_cast<Wide>(reinterpret_cast<WideMask>(v) & no_sign);
+}
+
 struct PairLanes {
   Wide max_abs[kWideParts] = {};
   Wide sum_abs[kWideParts] = {};
@@ -132,7 +139,9 @@ struct PairLanes {
   Wide aa[kWideParts] = {};
   Wide bb[kWideParts] = {};
   Wide ab[kWideParts] = {};
-  WideMask mismatches[kWideParts] = {};  // a true comparison is -1: subtracted, it counts one
+  // Pairs found close, counted down (a true comparison is -1): the
+  // mismatches are the rest.
+  WideMask closes[kWideParts] = {};
 
   // The one place pairs are looked at. isclose as torch computes it, with
   // equal_nan: equal, or both NaN, or a finite |a - b| within the tolerance.
@@ -143,18 +152,16 @@ struct PairLanes {
     for (int part = 0; part < kWideParts; ++part) {
       const Wide x = a.part[part], y = b.part[part];
       const Wide difference = x - y;
-      const Wide magnitude = difference < 0 ? -difference : difference;
+      const Wide magnitude = magnitude_of(difference);
       max_abs[part] = magnitude > max_abs[part] ? magnitude : max_abs[part];
       sum_abs[part] += magnitude;
       squared_differences[part] += difference * difference;
       aa[part] += x * x;
       bb[part] += y * y;
       ab[part] += x * y;
-      const Wide scaled = rtol * y;
-      const Wide allowed = atol + (scaled < 0 ? -scaled : scaled);
+      const Wide allowed = atol + magnitude_of(rtol * y);
       const Wide limit = allowed < largest ? allowed : largest;  // a finite |a - b| only
-      const WideMask close = (x == y) | ((x != x) & (y != y)) | (magnitude <= limit);
-      mismatches[part] -= close == 0;
+      closes[part] += (x == y) | ((x != x) & (y != y)) | (magnitude <= limit);
     }
   }
 
@@ -173,10 +180,12 @@ struct PairLanes {
     double limit = atol + (scaled < 0 ? -scaled : scaled);
     limit = limit < std::numeric_limits<double>::max() ? limit : std::numeric_limits<double>::max();
     const bool close = x == y || (x != x && y != y) || magnitude <= limit;
-    mismatches[part][at] += !close;
+    closes[part][at] -= close;
   }
 
+  // Adds the lanes to `moments`, whose count is the pairs they read.
   void finish(PairMoments& moments) const {
+    moments.mismatches += moments.count;
     for (int part = 0; part < kWideParts; ++part) {
       for (int at = 0; at < kPerVector<double>; ++at) {
         moments.max_abs = max_abs[part][at] > moments.max_abs ? max_abs[part][at] : moments.max_abs;
@@ -185,7 +194,7 @@ struct PairLanes {
         moments.sum_aa += aa[part][at];
         moments.sum_bb += bb[part][at];
         moments.sum_ab += ab[part][at];
-        moments.mismatches += mismatches[part][at];
+        moments.mismatches += closes[part][at];  // -1 per close pair
       }
     }
   }
