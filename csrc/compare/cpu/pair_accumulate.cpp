@@ -132,16 +132,23 @@ inline Wide magnitude_of(const Wide& v) {
   return reinterpret_cast<Wide>(reinterpret_cast<WideMask>(v) & no_sign);
 }
 
+// Accumulators per figure: one per float64 vector of a group with AVX-512's
+// 32 registers; one for all of them with AVX2's and SSE2's 16, which
+// seven figures of two vectors each (and the constants) would overflow,
+// spilling to memory on every group (three times slower). Either way each
+// lane adds its elements in a fixed order.
+constexpr int kAccumulators = kVectorBytes >= 64 ? kWideParts : 1;
+
 struct PairLanes {
-  Wide max_abs[kWideParts] = {};
-  Wide sum_abs[kWideParts] = {};
-  Wide squared_differences[kWideParts] = {};
-  Wide aa[kWideParts] = {};
-  Wide bb[kWideParts] = {};
-  Wide ab[kWideParts] = {};
+  Wide max_abs[kAccumulators] = {};
+  Wide sum_abs[kAccumulators] = {};
+  Wide squared_differences[kAccumulators] = {};
+  Wide aa[kAccumulators] = {};
+  Wide bb[kAccumulators] = {};
+  Wide ab[kAccumulators] = {};
   // Pairs found close, counted down (a true comparison is -1): the
   // mismatches are the rest.
-  WideMask closes[kWideParts] = {};
+  WideMask closes[kAccumulators] = {};
 
   // The one place pairs are looked at. isclose as torch computes it, with
   // equal_nan: equal, or both NaN, or a finite |a - b| within the tolerance.
@@ -151,23 +158,24 @@ struct PairLanes {
     const Wide largest = Wide{} + std::numeric_limits<double>::max();
     for (int part = 0; part < kWideParts; ++part) {
       const Wide x = a.part[part], y = b.part[part];
+      const int into = part % kAccumulators;
       const Wide difference = x - y;
       const Wide magnitude = magnitude_of(difference);
-      max_abs[part] = magnitude > max_abs[part] ? magnitude : max_abs[part];
-      sum_abs[part] += magnitude;
-      squared_differences[part] += difference * difference;
-      aa[part] += x * x;
-      bb[part] += y * y;
-      ab[part] += x * y;
+      max_abs[into] = magnitude > max_abs[into] ? magnitude : max_abs[into];
+      sum_abs[into] += magnitude;
+      squared_differences[into] += difference * difference;
+      aa[into] += x * x;
+      bb[into] += y * y;
+      ab[into] += x * y;
       const Wide allowed = atol + magnitude_of(rtol * y);
       const Wide limit = allowed < largest ? allowed : largest;  // a finite |a - b| only
-      closes[part] += (x == y) | ((x != x) & (y != y)) | (magnitude <= limit);
+      closes[into] += (x == y) | ((x != x) & (y != y)) | (magnitude <= limit);
     }
   }
 
   // The same for one pair, in one lane (a run's last few elements).
   inline void add_one(int lane, double x, double y, double rtol, double atol) {
-    const int part = lane / kPerVector<double>, at = lane % kPerVector<double>;
+    const int part = lane / kPerVector<double> % kAccumulators, at = lane % kPerVector<double>;
     const double difference = x - y;
     const double magnitude = difference < 0 ? -difference : difference;
     max_abs[part][at] = magnitude > max_abs[part][at] ? magnitude : max_abs[part][at];
@@ -186,7 +194,7 @@ struct PairLanes {
   // Adds the lanes to `moments`, whose count is the pairs they read.
   void finish(PairMoments& moments) const {
     moments.mismatches += moments.count;
-    for (int part = 0; part < kWideParts; ++part) {
+    for (int part = 0; part < kAccumulators; ++part) {
       for (int at = 0; at < kPerVector<double>; ++at) {
         moments.max_abs = max_abs[part][at] > moments.max_abs ? max_abs[part][at] : moments.max_abs;
         moments.sum_abs += sum_abs[part][at];
