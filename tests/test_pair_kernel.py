@@ -15,7 +15,7 @@ from helpers.diff_oracle import assert_matches, expected
 from helpers.stats_oracle import ALL_REAL_DTYPES, values, views
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torchwalk import TensorDiff, _C
+from torchwalk import _C, TensorDiff
 
 PATHS = _C.stats_paths()
 SPECIALS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-40, 3e38]

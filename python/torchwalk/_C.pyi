@@ -252,7 +252,7 @@ class PairTable:
     def fields(self, row: int, /) -> PairFields: ...
     def merged_fields(self, rows: Iterable[int], /) -> PairFields: ...  # as if concatenated
 
-# Each pair (a[i], b[i]) compared in one pass reading both: same numel and
+# Each pair (a[i], b[i]) compared in one pass reading both: same shape and
 # device, real or bool, any dtypes; path as for tensor_stats. ValueError for
 # pairs that cannot be compared.
 def pair_stats(

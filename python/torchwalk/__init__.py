@@ -17,6 +17,7 @@ from torchwalk._version_gate import check_torch_version
 check_torch_version()
 
 # Only now, with the torch version known to match, is the extension loaded.
+from torchwalk.comparison import Diff, TensorDiff, diff  # noqa: E402
 from torchwalk.compile_support import register_when_dynamo_loads  # noqa: E402
 from torchwalk.dropin import (  # noqa: E402
     buffers,
@@ -43,15 +44,18 @@ register_when_dynamo_loads()
 __version__ = "0.1.0"
 
 __all__ = [
+    "Diff",
     "Monitor",
     "ParamTree",
     "Stats",
     "Summary",
     "SummaryRow",
+    "TensorDiff",
     "TensorStats",
     "TieGroup",
     "buffers",
     "children",
+    "diff",
     "get_buffer",
     "get_parameter",
     "get_submodule",

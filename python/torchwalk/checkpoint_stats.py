@@ -14,24 +14,25 @@ total leaves them out.
 
 from __future__ import annotations
 
-import mmap
-import os
 from collections.abc import Callable
 
 import torch
 
 from torchwalk import _C
-from torchwalk.checkpoint_entries import Checkpoint, CheckpointError, TensorEntry
+from torchwalk.checkpoint_entries import Checkpoint, TensorEntry
+from torchwalk.checkpoint_windows import (
+    Piece,
+    load_distributed,
+    mapped,
+    open_for_reading,
+    pieces_of,
+    readable_dtype,
+    windows,
+)
 from torchwalk.value_stats import Stats
 
 CHUNK_BYTES = 64 * 1024**2
 """The most of a file mapped at once (a window)."""
-
-_TORCH_DTYPES = {
-    str(dtype): dtype
-    for dtype in vars(torch).values()
-    if isinstance(dtype, torch.dtype) and dtype.itemsize > 0
-}
 
 
 def checkpoint_stats(
@@ -91,75 +92,33 @@ class _WindowReader:
         self.owners.append(index)
 
     def read_file(self, path: str, entries: list[tuple[int, TensorEntry]]) -> list[int]:
-        """Read the entries of one file (in offset order); returns those torch cannot read."""
+        """Read the entries of one file, front to back; returns those torch cannot read."""
         unreadable = []
-        pieces: list[tuple[int, torch.dtype, int, int]] = []  # (tensor, dtype, offset, count)
+        pieces: list[Piece] = []
         for index, entry in entries:
-            dtype = _TORCH_DTYPES.get(entry.dtype)
+            dtype = readable_dtype(entry)
             numel = torch.Size(entry.shape).numel()
-            if dtype is None or dtype.itemsize * numel != entry.nbytes:
+            if dtype is None:
                 # Nothing torch can read: the row counts the elements.
                 self.add_tensor(index, torch.empty(numel, device="meta"))
                 unreadable.append(index)
             elif numel == 0:
                 self.add_tensor(index, torch.empty(0, dtype=dtype))
             else:
-                per_piece = max(1, CHUNK_BYTES // dtype.itemsize)
-                for first in range(0, numel, per_piece):
-                    count = min(per_piece, numel - first)
-                    pieces.append((index, dtype, entry.offset + first * dtype.itemsize, count))
+                pieces += pieces_of(index, entry, dtype, 0, numel, CHUNK_BYTES)
         self._describe_pending()
-        try:
-            with open(path, "rb") as file:
-                size = os.fstat(file.fileno()).st_size
-                window: list[tuple[int, torch.dtype, int, int]] = []
-                for piece in pieces:
-                    _, dtype, offset, count = piece
-                    if offset + count * dtype.itemsize > size:
-                        raise CheckpointError(
-                            path,
-                            f"truncated: {size:,} bytes, where its header places data up to "
-                            f"byte {offset + count * dtype.itemsize:,}",
-                        )
-                    if window and _end(piece) - window[0][2] > CHUNK_BYTES:
-                        self._read_window(file.fileno(), window)
-                        window = []
-                    window.append(piece)
-                if window:
-                    self._read_window(file.fileno(), window)
-        except OSError as error:
-            raise CheckpointError(path, error.strerror or str(error)) from None
+        with open_for_reading(path) as file:
+            for window in windows(pieces, CHUNK_BYTES):
+                with mapped(file, path, window) as tensors:
+                    try:
+                        for piece, tensor in zip(window, tensors, strict=True):
+                            self.add_tensor(piece.owner, tensor)
+                        self._describe_pending()
+                    finally:
+                        self.pending = []  # the map closes next: nothing may view it then
+                if self.progress is not None:
+                    self.progress(sum(piece.numel * piece.dtype.itemsize for piece in window))
         return unreadable
-
-    def _read_window(
-        self, descriptor: int, window: list[tuple[int, torch.dtype, int, int]]
-    ) -> None:
-        """Map the bytes of ``window``'s pieces, describe them, unmap them.
-
-        Mapped, not copied: the kernels read the page cache in place. Private
-        and writable only because torch.frombuffer wants a writable buffer;
-        nothing writes to it.
-        """
-        begin = window[0][2] // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
-        length = _end(window[-1]) - begin
-        mapped = mmap.mmap(
-            descriptor,
-            length,
-            flags=mmap.MAP_PRIVATE,
-            prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            offset=begin,
-        )
-        try:
-            for index, dtype, offset, count in window:
-                self.add_tensor(
-                    index, torch.frombuffer(mapped, dtype=dtype, count=count, offset=offset - begin)
-                )
-            self._describe_pending()
-        finally:
-            self.pending = []
-            mapped.close()  # the pieces are gone: nothing exports the mapping any more
-        if self.progress is not None:
-            self.progress(sum(count * dtype.itemsize for _, dtype, _, count in window))
 
     def load_distributed(self, path: str, entries: list[tuple[int, str, TensorEntry]]) -> None:
         """Load a distributed checkpoint's tensors a batch of about a window's bytes at a time.
@@ -168,18 +127,12 @@ class _WindowReader:
         tensor larger than a window is loaded alone, so the memory held is
         the larger of a window and the largest tensor.
         """
-        from torch.distributed.checkpoint.state_dict_loader import load as load_distributed
-
-        batch: dict[str, torch.Tensor] = {}
-        owners: list[int] = []
+        batch: list[tuple[int, str, TensorEntry]] = []
         held = 0
 
         def load() -> None:
-            try:
-                load_distributed(batch, checkpoint_id=path, no_dist=True)
-            except Exception as error:  # whatever a damaged checkpoint makes it raise
-                raise CheckpointError(path, f"cannot load its data: {error}") from error
-            for index, tensor in zip(owners, batch.values(), strict=True):
+            loaded = load_distributed(path, [(name, entry) for _, name, entry in batch])
+            for (index, _, _), tensor in zip(batch, loaded, strict=True):
                 self.add_tensor(index, tensor)
             self._describe_pending()
             if self.progress is not None:
@@ -188,9 +141,8 @@ class _WindowReader:
         for index, name, entry in entries:
             if batch and held + entry.nbytes > CHUNK_BYTES:
                 load()
-                batch, owners, held = {}, [], 0
-            batch[name] = torch.empty(entry.shape, dtype=_TORCH_DTYPES[entry.dtype])
-            owners.append(index)
+                batch, held = [], 0
+            batch.append((index, name, entry))
             held += entry.nbytes
         if batch:
             load()
@@ -207,11 +159,6 @@ class _WindowReader:
         for row, owner in enumerate(self.owners):
             pieces[owner].append(row)
         return _C.StatsTable.concatenated(self.tables).grouped(pieces)
-
-
-def _end(piece: tuple[int, torch.dtype, int, int]) -> int:
-    _, dtype, offset, count = piece
-    return offset + count * dtype.itemsize
 
 
 __all__ = ["CHUNK_BYTES", "checkpoint_stats"]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import torch
+from torch import nn
 
 import torchwalk as tw
 from torchwalk import bench, sources, zoo
@@ -57,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             Default: ``sys.argv[1:]``. Empty: ``summary`` of the default model.
 
     Returns:
-        int: the exit status: 0 on success, 2 for bad input (after one line on
-        stderr), 130 when interrupted, 141 when stdout's reader went away.
+        int: the exit status: 0 on success, 1 when ``diff`` finds a difference,
+        2 for bad input (after one line on stderr), 130 when interrupted, 141
+        when stdout's reader went away.
         ``--help`` exits through ``SystemExit(0)``, as argparse does.
     """
     arguments_given = list(sys.argv[1:] if argv is None else argv)
@@ -92,13 +94,14 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    # In the order of docs/api.md's table. Unlike the others, `stats` reads tensor data,
-    # so it loads its source on the CPU, not on meta.
+    # In the order of docs/api.md's table. Unlike the others, `stats` and `diff` read
+    # tensor data, so they load their sources on the CPU, not on meta.
     _add_summary(commands)
     _add_tree(commands)
     _add_stats(commands)
     _add_ties(commands)
     _add_bench(commands)
+    _add_diff(commands)
     return parser
 
 
@@ -253,20 +256,29 @@ def _ties(arguments: argparse.Namespace) -> int:
 # -- what the source-taking commands share ----------------------------------------------------
 
 
+SOURCE_HELP = (
+    f"a built-in model ({', '.join(zoo.names())}), package.module:callable "
+    "returning an nn.Module, or a checkpoint: a file (.safetensors, or .pt, .pth, "
+    ".bin), an index (*.safetensors.index.json, *.bin.index.json), a folder of "
+    "shards, a torch.distributed.checkpoint folder, or a transformers config.json "
+    "or its folder"
+)
+"""What the help says a SOURCE may be."""
+
+
 def _add_source_argument(parser: argparse.ArgumentParser) -> None:
     """Add the optional positional ``SOURCE`` and the options of checkpoint paths."""
     parser.add_argument(
         "source",
         nargs="?",
         metavar="SOURCE",
-        help=(
-            f"a built-in model ({', '.join(zoo.names())}), package.module:callable "
-            "returning an nn.Module, or a checkpoint: a file (.safetensors, or .pt, .pth, "
-            ".bin), an index (*.safetensors.index.json, *.bin.index.json), a folder of "
-            "shards, a torch.distributed.checkpoint folder, or a transformers config.json "
-            f"or its folder; default: {sources.DEFAULT_SOURCE}"
-        ),
+        help=f"{SOURCE_HELP}; default: {sources.DEFAULT_SOURCE}",
     )
+    _add_checkpoint_options(parser)
+
+
+def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--allow-pickle`` and ``--trust-remote-code``, for the sources that need them."""
     parser.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -298,21 +310,10 @@ def _depth(text: str) -> int:
 def _walk(arguments: argparse.Namespace, device: str = "meta") -> tw.ParamTree:
     """Load ``arguments.source`` (built models on ``device``) and walk it once: the ``ParamTree``.
 
-    Notes on stderr which checkpoint entries were left out. A source that
-    cannot be loaded, or whose walk rejects it, raises :class:`UsageError`.
+    A source that cannot be loaded, or whose walk rejects it, raises
+    :class:`UsageError`.
     """
-    _make_cwd_importable()
-    try:
-        source = sources.load_source(
-            arguments.source,
-            device=device,
-            allow_pickle=arguments.allow_pickle,
-            trust_remote_code=arguments.trust_remote_code,
-        )
-    except (sources.SourceError, CheckpointError) as error:
-        raise UsageError(f"{arguments.prog}: error: {error}") from error
-    if isinstance(source, Checkpoint) and source.skipped:
-        print(_skipped_note(source.skipped), file=sys.stderr)
+    source = _load(arguments, arguments.source, device)
     try:
         return tw.walk(source)
     # What a user's source can make the walk raise: a module graph with a
@@ -322,6 +323,27 @@ def _walk(arguments: argparse.Namespace, device: str = "meta") -> tw.ParamTree:
         raise UsageError(
             f"{arguments.prog}: error: cannot walk {name!r}: {describe_error(error)}"
         ) from error
+
+
+def _load(arguments: argparse.Namespace, text: str | None, device: str) -> nn.Module | Checkpoint:
+    """Load the source ``text`` names (built models on ``device``).
+
+    Notes on stderr which checkpoint entries were left out. A source that
+    cannot be loaded raises :class:`UsageError`.
+    """
+    _make_cwd_importable()
+    try:
+        source = sources.load_source(
+            text,
+            device=device,
+            allow_pickle=arguments.allow_pickle,
+            trust_remote_code=arguments.trust_remote_code,
+        )
+    except (sources.SourceError, CheckpointError) as error:
+        raise UsageError(f"{arguments.prog}: error: {error}") from error
+    if isinstance(source, Checkpoint) and source.skipped:
+        print(_skipped_note(source.skipped), file=sys.stderr)
+    return source
 
 
 def _skipped_note(skipped: Sequence[str]) -> str:
@@ -343,6 +365,69 @@ def _make_cwd_importable() -> None:
     current = os.getcwd()
     if "" not in sys.path and current not in sys.path:
         sys.path.append(current)
+
+
+# -- diff: two sources ------------------------------------------------------------------------
+
+
+DIFFERENT = 1
+"""Exit status when the sources differ, as ``cmp`` uses (0: equal, 2: bad input)."""
+
+
+def _add_diff(commands: argparse._SubParsersAction[_ArgumentParser]) -> None:
+    """Set up ``torchwalk diff A B [--atol X] [--rtol X] [--depth N] [--json] [--allow-pickle]``."""
+    parser = commands.add_parser(
+        "diff",
+        help="compare two models or checkpoints, tensor by tensor",
+        description=(
+            "Compare every parameter and buffer of A with the one of the same name in B, "
+            "both read once, together: max and mean |a - b|, relative L2 distance, cosine "
+            "similarity and the count of elements outside the tolerances. Exit status 0 "
+            "when equal within the tolerances, 1 when they differ, 2 on bad input."
+        ),
+    )
+    parser.add_argument("a", metavar="A", help=f"the first source: {SOURCE_HELP}")
+    parser.add_argument("b", metavar="B", help="the second source, of any kind A may be")
+    parser.add_argument(
+        "--atol", type=_tolerance, default=0.0, metavar="X", help="absolute tolerance (default: 0)"
+    )
+    parser.add_argument(
+        "--rtol", type=_tolerance, default=0.0, metavar="X", help="relative tolerance (default: 0)"
+    )
+    _add_depth_option(parser, "one row per module at this depth (root 0) instead of per tensor")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    _add_checkpoint_options(parser)
+    parser.set_defaults(run=_diff, prog=parser.prog)
+
+
+def _tolerance(text: str) -> float:
+    """Parse ``--atol`` and ``--rtol``: a number, 0 or more."""
+    try:
+        tolerance = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not tolerance >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return tolerance
+
+
+def _diff(arguments: argparse.Namespace) -> int:
+    """Run ``torchwalk diff``: print the table (or JSON); 0 when equal, 1 when they differ.
+
+    Built models are materialised on the CPU, as ``stats`` does by default.
+    """
+    a = _load(arguments, arguments.a, "cpu")
+    b = _load(arguments, arguments.b, "cpu")
+    try:
+        compared = tw.diff(a, b, atol=arguments.atol, rtol=arguments.rtol)
+    except CheckpointError as error:  # a file that fails as it is read (truncated, damaged)
+        raise UsageError(f"{arguments.prog}: error: {error}") from error
+    except RecursionError as error:  # a module graph with a cycle
+        raise UsageError(
+            f"{arguments.prog}: error: cannot walk a source: {describe_error(error)}"
+        ) from error
+    print(compared.to_json(arguments.depth) if arguments.json else compared.table(arguments.depth))
+    return 0 if compared.equal else DIFFERENT
 
 
 # -- bench ------------------------------------------------------------------------------------
