@@ -14,10 +14,16 @@ bitwise equality), against
 
 And the extra memory `tw.diff` takes (peak resident growth, in a fresh
 process): target under 16 MB.
+
+Then two sharded safetensors checkpoints of the same 512 MiB of float32,
+cut differently (four shards against two), compared from their folders
+(streamed: files mapped 64 MiB a side at a time) against loading both with
+``safetensors.torch.load_file`` first: time and peak resident growth.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +120,95 @@ def test_extra_memory_of_diff() -> None:
     )
     extra = int(done.stdout.split()[-1])
     print(f"\ntw.diff of {PAIRS}: peak resident growth {extra / 2**20:.1f} MiB (target < 16 MiB)")
+
+
+CHECKPOINTS = "2 sharded checkpoints of 512 MiB"
+
+
+@pytest.fixture(scope="module")
+def checkpoint_folders(
+    pairs: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path]:
+    """The pairs saved as two checkpoints: ``a`` in four shards, ``b`` in two."""
+    from safetensors.torch import save_file
+
+    a, b = pairs
+    folders = []
+    for tensors, shards in ((a, 4), (b, 2)):
+        folder = tmp_path_factory.mktemp(f"shards{shards}")
+        names = list(tensors)
+        per_shard = len(names) // shards
+        for shard in range(shards):
+            chosen = names[shard * per_shard : (shard + 1) * per_shard]
+            save_file(
+                {name: tensors[name] for name in chosen}, folder / f"model-{shard}.safetensors"
+            )
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def _load_both_then_diff(a: Path, b: Path) -> tw.Diff:
+    from safetensors.torch import load_file
+
+    def loaded(folder: Path) -> dict[str, torch.Tensor]:
+        return {
+            k: v
+            for shard in sorted(folder.glob("*.safetensors"))
+            for k, v in load_file(shard).items()
+        }
+
+    return tw.diff(loaded(a), loaded(b), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("implementation", ["torchwalk", "load both then diff"])
+def test_diff_of_two_sharded_checkpoints(  # type: ignore[no-untyped-def]
+    benchmark, record_benchmark, checkpoint_folders, implementation: str
+) -> None:
+    a, b = checkpoint_folders
+    benchmark.group = f"diff, {CHECKPOINTS}"
+    if implementation == "torchwalk":
+        benchmark.pedantic(lambda: tw.diff(str(a), str(b), rtol=1e-5, atol=1e-8), rounds=7)
+    else:
+        benchmark.pedantic(lambda: _load_both_then_diff(a, b), rounds=7)
+    record_benchmark(benchmark, CHECKPOINTS, "diff", implementation)
+
+
+_CHECKPOINT_PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {benchmarks!r})
+import torchwalk as tw
+from test_diff_speed import _load_both_then_diff
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+with open("/proc/self/clear_refs", "w") as reset:
+    reset.write("5")
+before = status("VmRSS")
+a, b = Path(sys.argv[1]), Path(sys.argv[2])
+if sys.argv[3] == "torchwalk":
+    tw.diff(str(a), str(b), rtol=1e-5, atol=1e-8)
+else:
+    _load_both_then_diff(a, b)
+print(status("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("implementation", ["torchwalk", "load both then diff"])
+def test_peak_memory_of_diffing_checkpoints(
+    checkpoint_folders: tuple[Path, Path], implementation: str
+) -> None:
+    a, b = checkpoint_folders
+    script = _CHECKPOINT_PEAK_SCRIPT.format(benchmarks=str(Path(__file__).parent))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(a), str(b), implementation],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    growth = int(done.stdout.split()[-1])
+    print(f"\ndiff of {CHECKPOINTS}, {implementation}: peak RSS growth {growth / 2**20:.0f} MiB")
