@@ -19,16 +19,14 @@ The checkpoints are built once per session under pytest's temporary folder.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torchwalk as tw
+from peak_memory import peak_growth
 from torchwalk import zoo
 
 DEEPSEEK_SHARDS = 163
@@ -138,42 +136,19 @@ def test_streamed_stats_of_4_shards_of_512MiB(
         record_median("4 x 512 MiB", "stats", "load then stats", median, target=1.0)
 
 
-# The peak resident memory (VmHWM) is reset after the imports (Linux: writing
-# 5 to clear_refs), so that what is measured is the statistics' own peak.
-_PEAK_SCRIPT = """
-import sys
-from pathlib import Path
-import torchwalk as tw
-from safetensors.torch import load_file
-
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-
-with open("/proc/self/clear_refs", "w") as clear:
-    clear.write("5")
-before = status("VmRSS")
-if sys.argv[2] == "torchwalk":
-    tw.stats(sys.argv[1])
-else:
-    for shard in sorted(Path(sys.argv[1]).glob("*.safetensors")):
-        tw.stats(load_file(shard))
-print(status("VmHWM") - before)
-"""
-
-
 @pytest.mark.parametrize("implementation", ["torchwalk", "load then stats"])
 def test_peak_memory_of_streamed_stats(stats_checkpoint: Path, implementation: str) -> None:
     """Peak RSS growth while computing the statistics, in a fresh process (printed)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT, str(stats_checkpoint), implementation],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    folder = str(stats_checkpoint)
+    call = (
+        f"tw.stats({folder!r})"
+        if implementation == "torchwalk"
+        else f"_load_each_shard_then_stats(Path({folder!r}))"
     )
-    growth = int(done.stdout.strip().splitlines()[-1])
+    setup = "from pathlib import Path\nimport torchwalk as tw\n" + (
+        "from test_checkpoint_speed import _load_each_shard_then_stats"
+    )
+    growth = peak_growth(setup, call)
     print(f"\npeak RSS growth, {implementation}: {growth / 1024**2:.0f} MiB")
     if implementation == "torchwalk":
         assert growth < RSS_LIMIT, f"{growth / 1024**2:.0f} MiB"

@@ -23,14 +23,12 @@ cut differently (four shards against two), compared from their folders
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchwalk as tw
+from peak_memory import MEASURABLE, peak_growth
 
 PAIRS = "2 x 512 MiB float32"
 PAIR_COUNT = 8
@@ -90,35 +88,12 @@ def test_diff_of_two_512MiB_state_dicts(  # type: ignore[no-untyped-def]
         record_benchmark(benchmark, PAIRS, "diff", implementation, target=50.0)
 
 
-# The peak resident memory (VmHWM) is reset after the pairs are made (Linux:
-# writing 5 to /proc/self/clear_refs), so that it measures tw.diff alone.
-_PEAK_SCRIPT = """
-import sys
-sys.path.insert(0, {benchmarks!r})
-import torchwalk as tw
-from test_diff_speed import _pairs
-a, b = _pairs()
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-with open("/proc/self/clear_refs", "w") as reset:
-    reset.write("5")
-before = status("VmHWM")
-tw.diff(a, b, rtol=1e-5, atol=1e-8)
-print(status("VmHWM") - before)
-"""
-
-
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not MEASURABLE, reason="needs Linux /proc")
 def test_extra_memory_of_diff() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT.format(benchmarks=str(Path(__file__).parent))],
-        capture_output=True,
-        text=True,
-        check=True,
+    extra = peak_growth(
+        "import torchwalk as tw\nfrom test_diff_speed import _pairs\na, b = _pairs()",
+        "tw.diff(a, b, rtol=1e-5, atol=1e-8)",
     )
-    extra = int(done.stdout.split()[-1])
     print(f"\ntw.diff of {PAIRS}: peak resident growth {extra / 2**20:.1f} MiB (target < 16 MiB)")
 
 
@@ -174,41 +149,19 @@ def test_diff_of_two_sharded_checkpoints(  # type: ignore[no-untyped-def]
     record_benchmark(benchmark, CHECKPOINTS, "diff", implementation)
 
 
-_CHECKPOINT_PEAK_SCRIPT = """
-import sys
-from pathlib import Path
-sys.path.insert(0, {benchmarks!r})
-import torchwalk as tw
-from test_diff_speed import _load_both_then_diff
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-with open("/proc/self/clear_refs", "w") as reset:
-    reset.write("5")
-before = status("VmRSS")
-a, b = Path(sys.argv[1]), Path(sys.argv[2])
-if sys.argv[3] == "torchwalk":
-    tw.diff(str(a), str(b), rtol=1e-5, atol=1e-8)
-else:
-    _load_both_then_diff(a, b)
-print(status("VmHWM") - before)
-"""
-
-
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not MEASURABLE, reason="needs Linux /proc")
 @pytest.mark.parametrize("implementation", ["torchwalk", "load both then diff"])
 def test_peak_memory_of_diffing_checkpoints(
     checkpoint_folders: tuple[Path, Path], implementation: str
 ) -> None:
-    a, b = checkpoint_folders
-    script = _CHECKPOINT_PEAK_SCRIPT.format(benchmarks=str(Path(__file__).parent))
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(a), str(b), implementation],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    a, b = (str(folder) for folder in checkpoint_folders)
+    call = (
+        f"tw.diff({a!r}, {b!r}, rtol=1e-5, atol=1e-8)"
+        if implementation == "torchwalk"
+        else f"_load_both_then_diff(Path({a!r}), Path({b!r}))"
     )
-    growth = int(done.stdout.split()[-1])
+    setup = "from pathlib import Path\nimport torchwalk as tw\n" + (
+        "from test_diff_speed import _load_both_then_diff"
+    )
+    growth = peak_growth(setup, call)
     print(f"\ndiff of {CHECKPOINTS}, {implementation}: peak RSS growth {growth / 2**20:.0f} MiB")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torchwalk as tw
+from helpers.command_line import make_builder_importable
 from torch import nn
 from torchwalk import cli
 
@@ -32,13 +32,9 @@ def build() -> nn.Module:
 
 
 @pytest.fixture(autouse=True)
-def models_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def models_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Makes ``SOURCE`` importable: a module whose ``build`` is the one above."""
-    (tmp_path / f"{MODELS}.py").write_text(f"from {__name__} import build\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    monkeypatch.delitem(sys.modules, MODELS, raising=False)
-    yield
+    make_builder_importable(MODELS, __name__, tmp_path, monkeypatch)
 
 
 def run(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str, str]:

@@ -5,6 +5,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstddef>
 #include <string>
 
 #include "stats/tensor_stats.h"
@@ -26,6 +27,10 @@ void bind_stats(pybind11::module_& m);
 // stats.cpp: the path a `path` argument names ("kernels", "aten", ...);
 // ValueError for a name this machine has no path for.
 StatsPath stats_path(const std::string& name);
+
+// stats.cpp: the row a Python int names in a table of `rows` rows (IndexError
+// for one outside it), for StatsTable and PairTable.
+size_t row_position(pybind11::handle index, size_t rows);
 
 // compare.cpp: PairTable and pair_stats.
 void bind_compare(pybind11::module_& m);

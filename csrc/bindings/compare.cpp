@@ -21,17 +21,7 @@ namespace {
 struct PairTable {
   std::vector<PairMoments> rows;
 
-  const PairMoments& at(py::handle index) const {
-    Py_ssize_t position = PyNumber_AsSsize_t(index.ptr(), PyExc_IndexError);
-    if (position == -1 && PyErr_Occurred()) {
-      throw py::error_already_set();
-    }
-    if (position < 0 || static_cast<size_t>(position) >= rows.size()) {
-      throw py::index_error("row " + std::to_string(position) + " of a table of " +
-                            std::to_string(rows.size()));
-    }
-    return rows[static_cast<size_t>(position)];
-  }
+  const PairMoments& at(py::handle index) const { return rows[row_position(index, rows.size())]; }
 };
 
 // (numel, equal, max_abs, mean_abs, rel_l2, cosine, mismatches), the fields

@@ -179,17 +179,7 @@ struct StatsTable {
   std::vector<TensorStats> rows;
   MagnitudeRequest request;  // what the rows' magnitudes hold
 
-  const TensorStats& at(py::handle index) const {
-    Py_ssize_t position = PyNumber_AsSsize_t(index.ptr(), PyExc_IndexError);
-    if (position == -1 && PyErr_Occurred()) {
-      throw py::error_already_set();
-    }
-    if (position < 0 || static_cast<size_t>(position) >= rows.size()) {
-      throw py::index_error("row " + std::to_string(position) + " of a table of " +
-                            std::to_string(rows.size()));
-    }
-    return rows[static_cast<size_t>(position)];
-  }
+  const TensorStats& at(py::handle index) const { return rows[row_position(index, rows.size())]; }
 
   // The rows at `positions`, merged as if their tensors were concatenated.
   TensorStats merged(py::iterable positions) const {
@@ -283,6 +273,18 @@ constexpr NamedStatsPath kStatsPaths[] = {{"kernels", StatsPath::kernels},
                                           {"aten", StatsPath::aten}};
 
 }  // namespace
+
+size_t row_position(py::handle index, size_t rows) {
+  Py_ssize_t position = PyNumber_AsSsize_t(index.ptr(), PyExc_IndexError);
+  if (position == -1 && PyErr_Occurred()) {
+    throw py::error_already_set();
+  }
+  if (position < 0 || static_cast<size_t>(position) >= rows) {
+    throw py::index_error("row " + std::to_string(position) + " of a table of " +
+                          std::to_string(rows));
+  }
+  return static_cast<size_t>(position);
+}
 
 StatsPath stats_path(const std::string& name) {
   for (const NamedStatsPath& known : kStatsPaths) {

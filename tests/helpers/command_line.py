@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run_torchwalk(*arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m torchwalk ARGUMENTS`` in a fresh interpreter, in ``cwd`` if given."""
@@ -48,3 +50,14 @@ def environment_for(cwd: Path | None) -> dict[str, str]:
         entries = environment["PYTHONPATH"].split(os.pathsep)
         environment["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry) for entry in entries)
     return environment
+
+
+def make_builder_importable(
+    name: str, test_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make ``import NAME`` give a module whose ``build`` is ``test_module``'s, so that the
+    command line can load the source ``NAME:build``."""
+    (tmp_path / f"{name}.py").write_text(f"from {test_module} import build\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    monkeypatch.delitem(sys.modules, name, raising=False)
