@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchwalk as tw
 from helpers.module_trees import module_trees
+from helpers.monitor_oracle import assert_figures_close, expected_figures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -30,38 +31,20 @@ def _with_random_grads(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def _path(name: str, depth: int) -> str:
-    return ".".join(name.split(".")[:-1][:depth]) or ROOT_PATH
-
-
-def _expected(model: nn.Module, depth: int, kind: str) -> dict[str, float]:
-    by_path: dict[str, list[torch.Tensor]] = {}
+def _tensors(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
+    """The model's gradients (``kind`` "grad") or weights with values, by parameter name."""
+    found = {}
     for name, parameter in model.named_parameters():
         if isinstance(parameter, nn.UninitializedParameter):
             continue
         tensor = parameter.grad if kind == "grad" else parameter.detach()
         if tensor is not None and not tensor.is_meta:
-            by_path.setdefault(_path(name, depth), []).append(tensor.flatten())
-    expected: dict[str, float] = {}
-    everything = [t for tensors in by_path.values() for t in tensors]
-    for path, tensors in [*by_path.items(), ("total", everything)]:
-        values = torch.cat(tensors).double() if tensors else torch.zeros(0, dtype=torch.float64)
-        if values.numel() == 0:
-            continue
-        expected[f"{kind}/{path}/l2"] = float(torch.linalg.vector_norm(values))
-        expected[f"{kind}/{path}/absmax"] = float(values.abs().max())
-        expected[f"{kind}/{path}/mean"] = float(values.mean())
-        if values.numel() > 1:
-            expected[f"{kind}/{path}/std"] = float(values.std())
-        expected[f"{kind}/{path}/zeros"] = float((values == 0).sum()) / values.numel()
-        expected[f"{kind}/{path}/nonfinite"] = float((~values.isfinite()).sum())
-    return expected
+            found[name] = tensor
+    return found
 
 
-def _assert_close(got: dict[str, float], want: dict[str, float]) -> None:
-    assert set(want) <= set(got), sorted(set(want) - set(got))
-    for key, value in want.items():
-        assert math.isclose(got[key], value, rel_tol=1e-6, abs_tol=1e-9), (key, got[key], value)
+def _expected(model: nn.Module, depth: int, kind: str) -> dict[str, float]:
+    return expected_figures(_tensors(model, kind), kind=kind, depth=depth)
 
 
 @settings(max_examples=40, deadline=None)
@@ -70,7 +53,9 @@ def test_figures_equal_torch_per_module_path(root: nn.Module, depth: int, seed: 
     model = _with_random_grads(root, seed)
     figures = tw.Monitor(model, depth=depth, weights=True).step()
     assert figures is not None
-    _assert_close(figures, {**_expected(model, depth, "grad"), **_expected(model, depth, "weight")})
+    assert_figures_close(
+        figures, {**_expected(model, depth, "grad"), **_expected(model, depth, "weight")}
+    )
 
 
 def _net() -> nn.Module:
@@ -101,7 +86,7 @@ def test_default_depth_is_the_roots_children() -> None:
     assert figures is not None
     paths = {key.split("/")[1] for key in figures}
     assert paths == {"0", "2", "3", "total"}
-    _assert_close(figures, _expected(model, 1, "grad"))
+    assert_figures_close(figures, _expected(model, 1, "grad"))
 
 
 def test_depth_zero_rolls_everything_into_the_root() -> None:
@@ -190,4 +175,4 @@ def test_gradients_of_parameter_subclasses_and_meta_tensors() -> None:
     figures = tw.Monitor(model, depth=1).step()
     assert figures is not None
     expected = _expected(model, 1, "grad")
-    _assert_close(figures, expected)
+    assert_figures_close(figures, expected)

@@ -33,7 +33,9 @@ def expected_figures(
     everything = [tensor for of_path in by_path.values() for tensor in of_path]
     figures: dict[str, float] = {}
     for path, of_path in [*by_path.items(), ("total", everything)]:
-        values = torch.cat(of_path).double()
+        values = torch.cat(of_path).double() if of_path else torch.zeros(0, dtype=torch.float64)
+        if values.numel() == 0:
+            continue  # no values: the monitor logs no figure
         figures[f"{kind}/{path}/l2"] = float(torch.linalg.vector_norm(values))
         figures[f"{kind}/{path}/absmax"] = float(values.abs().max())
         figures[f"{kind}/{path}/mean"] = float(values.mean())
