@@ -254,11 +254,14 @@ def check_install_before_dynamo_is_imported() -> None:
 
     tw.install()
     assert "torch._dynamo" not in sys.modules
+    torch.manual_seed(0)
     model = ReadsItself()
     eager = model(INPUT)
     for fullgraph in (False, True):
         torch._dynamo.reset()
-        assert torch.allclose(torch.compile(model, fullgraph=fullgraph)(INPUT), eager)
+        # float32 tolerances: the compiled kernels round differently (a fixed
+        # allclose failed now and then on unseeded weights).
+        torch.testing.assert_close(torch.compile(model, fullgraph=fullgraph)(INPUT), eager)
 
 
 def test_install_before_dynamo_is_imported() -> None:
