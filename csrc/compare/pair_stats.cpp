@@ -169,10 +169,7 @@ std::vector<PairMoments> pair_stats(const std::vector<at::Tensor>& a,
   }
 
   if (!on_cpu.a.empty()) {
-    const cpu::KernelBuild build = path == StatsPath::avx512_cpu     ? cpu::KernelBuild::avx512
-                                   : path == StatsPath::avx2_cpu     ? cpu::KernelBuild::avx2
-                                   : path == StatsPath::portable_cpu ? cpu::KernelBuild::portable
-                                                                     : cpu::fastest_build();
+    const cpu::KernelBuild build = cpu::build_for(path);
     std::vector<PairMoments> moments = cpu::cpu_pairs(on_cpu.a, on_cpu.b, tolerance, build);
     for (size_t index = 0; index < moments.size(); ++index) {
       results[on_cpu.rows[index]] = moments[index];

@@ -236,10 +236,7 @@ std::vector<TensorStats> tensor_stats(const std::vector<at::Tensor>& tensors, St
   }
 
   if (!on_cpu.tensors.empty()) {
-    const cpu::KernelBuild build = path == StatsPath::avx512_cpu     ? cpu::KernelBuild::avx512
-                                   : path == StatsPath::avx2_cpu     ? cpu::KernelBuild::avx2
-                                   : path == StatsPath::portable_cpu ? cpu::KernelBuild::portable
-                                                                     : cpu::fastest_build();
+    const cpu::KernelBuild build = cpu::build_for(path);
     cpu::cpu_stats(on_cpu.tensors, on_cpu.rows, build, request, results);
   }
   for (size_t device = 0; device < pending.size(); ++device) {

@@ -199,13 +199,22 @@ bool cpu_runs(KernelBuild build) {
   return false;
 }
 
-KernelBuild fastest_build() {
-  for (KernelBuild build : {KernelBuild::avx512, KernelBuild::avx2}) {
-    if (cpu_runs(build)) {
-      return build;
-    }
+KernelBuild build_for(StatsPath path) {
+  switch (path) {
+    case StatsPath::avx512_cpu:
+      return KernelBuild::avx512;
+    case StatsPath::avx2_cpu:
+      return KernelBuild::avx2;
+    case StatsPath::portable_cpu:
+      return KernelBuild::portable;
+    default:
+      for (KernelBuild build : {KernelBuild::avx512, KernelBuild::avx2}) {
+        if (cpu_runs(build)) {
+          return build;
+        }
+      }
+      return KernelBuild::portable;
   }
-  return KernelBuild::portable;
 }
 
 // What a call needs for each tensor and piece, kept by the calling thread

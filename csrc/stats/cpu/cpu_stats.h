@@ -23,8 +23,9 @@ bool cpu_runs(KernelBuild build);
 // 256 values.
 ElementType element_type(c10::ScalarType dtype, const float** table);
 
-// The fastest build this CPU runs.
-KernelBuild fastest_build();
+// The build a statistics path names for CPU tensors: its own for the three
+// CPU paths, else the fastest this CPU runs.
+KernelBuild build_for(StatsPath path);
 
 // Reads each tensor (strided, on the CPU, real, complex or bool) with
 // `build` (one cpu_runs) into results[rows[i]]: its Moments, and, when
