@@ -329,9 +329,10 @@ def _rank_main(rank: int, world: int, port: int, check_name: str) -> None:
     except BaseException:
         dist.destroy_process_group()
         raise
-    # Every rank passed. Leave at once: a rank aborted about once in ten runs
-    # here ("terminate called without an active exception", in a thread with
-    # no Python frames) while gloo and FSDP2's state were being torn down.
+    # Every rank passed. Leave at once, without the interpreter's teardown: a
+    # gloo worker thread that releases a finished collective's tensors during
+    # the teardown cannot take the GIL and aborts the rank ("terminate called
+    # without an active exception"; examples/sharded_summary.py says more).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
